@@ -1,0 +1,204 @@
+"""Configuration: pydantic models for the YAML files in configs/, with `${ENV}` interpolation.
+
+Unknown keys are errors; every error names the file, the key path and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agentkit.errors import ConfigError
+
+#: Where a config is looked for when none is given: these, in order, then the packaged default.
+SEARCH_PATH = ("agentkit.yaml", "agentkit.yml")
+DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AgentSettings(_Strict):
+    """How the loop behaves."""
+
+    top_k: int = Field(5, ge=1, description="Passages retrieved per source.")
+    max_steps: int = Field(1, ge=1, le=10, description="1 = single shot; >1 lets the model ask for more searches.")
+    evidence_tokens: int = Field(1200, ge=64, description="Token budget for the numbered evidence.")
+    max_tokens: int = Field(384, ge=1, description="Tokens the answer may take.")
+    temperature: float = Field(0.2, ge=0.0, le=2.0)
+    min_score: float = Field(0.0, ge=0.0, description="Drop passages scoring at or below this.")
+    source_timeout: float = Field(30.0, gt=0, description="Seconds before a source's search is abandoned.")
+
+
+class RouterConfig(_Strict):
+    """The first, simple router: rules, then similarity to each source's description."""
+
+    policy: Literal["simple"] = "simple"
+    #: Extra regular expressions (case-insensitive) for questions the model answers alone.
+    parametric_patterns: list[str] = Field(default_factory=list)
+    #: Extra regular expressions for definitional questions, sent to dictionary sources.
+    dictionary_patterns: list[str] = Field(default_factory=list)
+    #: Sources whose description overlaps the question less than this are still searched when
+    #: no source clears it; the confidence reported reflects the overlap.
+    description_threshold: float = Field(0.15, ge=0.0, le=1.0)
+
+
+class IngestSettings(_Strict):
+    chunk_tokens: int = Field(200, ge=16)
+    chunk_overlap: int = Field(40, ge=0)
+    batch_size: int = Field(256, ge=1)
+    #: The source `agentkit ingest` writes to; empty = the first writable source.
+    source: str = ""
+
+
+class Config(_Strict):
+    """A whole agentkit configuration. `llm` and each source are validated by their backend."""
+
+    data_dir: Path = Path("~/.local/share/agentkit")
+    llm: dict[str, Any] = Field(default_factory=lambda: {"backend": "llama_cpp"})
+    sources: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    #: Where this config was read from (not a key in the file).
+    origin: str = Field("<defaults>", exclude=True)
+
+    def model_post_init(self, __context: Any) -> None:
+        self.data_dir = self.data_dir.expanduser()
+
+    @property
+    def llm_backend(self) -> str:
+        return str(self.llm.get("backend", "llama_cpp"))
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+def find_config(explicit: str | Path | None = None) -> Path | None:
+    """The config file to use: explicit, then $AGENTKIT_CONFIG, then ./agentkit.yaml; else None."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("AGENTKIT_CONFIG")
+    if env:
+        return Path(env)
+    for name in SEARCH_PATH:
+        if Path(name).is_file():
+            return Path(name)
+    return None
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read, interpolate and validate a config; `None` searches (see `find_config`)."""
+    found = find_config(path)
+    if found is None:
+        return parse_config(DEFAULTS_FILE.read_text(encoding="utf-8"), origin=str(DEFAULTS_FILE))
+    if not found.is_file():
+        raise ConfigError(f"config file {found} does not exist; pass an existing file to --config")
+    return parse_config(found.read_text(encoding="utf-8"), origin=str(found))
+
+
+def parse_config(text: str, origin: str = "<string>") -> Config:
+    import yaml
+
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{origin}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    raw = _interpolate(raw, origin, ())
+    return validate_config(raw, origin)
+
+
+def validate_config(raw: dict[str, Any], origin: str = "<dict>") -> Config:
+    try:
+        config = Config.model_validate({**raw, "origin": origin})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin, "", Config)) from None
+    # Validate the parts whose schema depends on the backend chosen.
+    from agentkit.plugins import registry
+
+    reg = registry()
+    backend = config.llm_backend
+    llm_cls = reg.llm(backend, origin=origin)
+    config.llm = _validate_part(llm_cls.config_model, config.llm, origin, "llm.").model_dump()
+    for name, spec in config.sources.items():
+        kind = spec.get("type")
+        if not kind:
+            raise ConfigError(
+                f"{origin}: sources.{name}: missing key 'type'; one of: {', '.join(reg.knowledge_types())}"
+            )
+        cls = reg.knowledge(kind, origin=origin, where=f"sources.{name}.type")
+        config.sources[name] = _validate_part(cls.config_model, spec, origin, f"sources.{name}.").model_dump()
+    if config.ingest.source and config.ingest.source not in config.sources:
+        raise ConfigError(
+            f"{origin}: ingest.source: no source named {config.ingest.source!r}; "
+            f"configured: {', '.join(config.sources) or 'none'}"
+        )
+    return config
+
+
+def _validate_part(model: type[BaseModel], data: dict[str, Any], origin: str, prefix: str) -> BaseModel:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin, prefix, model)) from None
+
+
+def _describe(exc: ValidationError, origin: str, prefix: str, model: type[BaseModel]) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        key = prefix + ".".join(loc)
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, loc[:-1])
+            msg = f"unknown key {loc[-1]!r}"
+            if allowed:
+                msg += f"; allowed keys here: {', '.join(allowed)}"
+        else:
+            msg = err["msg"]
+            if err["type"] != "missing" and "input" in err:
+                msg += f" (got {err['input']!r})"
+        lines.append(f"{origin}: {key}: {msg}")
+    return "\n".join(lines)
+
+
+def _allowed_keys(model: type[BaseModel], path: list[str]) -> list[str]:
+    current: Any = model
+    for part in path:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        current = field.annotation
+    fields = getattr(current, "model_fields", None)
+    return [k for k in fields if k != "origin"] if fields else []
+
+
+def _interpolate(value: Any, origin: str, path: tuple[str, ...]) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, origin, (*path, str(k))) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, origin, (*path, str(i))) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        got = os.environ.get(name)
+        if got is None or (got == "" and default is not None):
+            if default is None:
+                raise ConfigError(
+                    f"{origin}: {'.'.join(path)}: environment variable {name} is not set; "
+                    f"export {name}=... or write ${{{name}:-default}}"
+                )
+            return default
+        return got
+
+    return _ENV.sub(sub, value)

@@ -1,0 +1,1 @@
+"""Ingestion: loaders turn files into Documents, chunking turns Documents into Passages."""

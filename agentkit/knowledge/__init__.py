@@ -1,0 +1,1 @@
+"""Knowledge sources: the protocol in base.py, one module per backend."""

@@ -1,0 +1,1 @@
+"""Model backends: the protocol in base.py, one module per engine."""

@@ -1,0 +1,79 @@
+"""The protocol every model backend implements, and the small types it returns.
+
+The agent depends on this protocol only; llama.cpp, transformers and remote servers plug in behind it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from agentkit.types import Message, Usage
+
+
+@dataclass
+class TokenLogprob:
+    token: str
+    logprob: float
+    #: The most likely alternatives at this position, token -> logprob.
+    top: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Completion:
+    text: str
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: str = "stop"
+    logprobs: list[TokenLogprob] | None = None
+
+
+@dataclass
+class Delta:
+    """One piece of a streamed completion; the last one carries `finish_reason` and `usage`."""
+
+    text: str
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+@dataclass
+class GenerationOptions:
+    """Sampling and constraint options shared by `chat` and `stream`.
+
+    `grammar` is GBNF text; `json_schema` a JSON schema the output must match. A backend that
+    cannot honour a constraint raises `NotImplementedError` rather than silently ignoring it.
+    """
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    stop: list[str] = field(default_factory=list)
+    grammar: str | None = None
+    json_schema: dict[str, Any] | None = None
+    #: Return this many top alternatives per token (0 = the chosen token's logprob only).
+    logprobs: int | None = None
+    seed: int | None = None
+
+
+@runtime_checkable
+class LLM(Protocol):
+    """A chat model. Heavy loading happens on first use, never in `__init__`."""
+
+    name: str
+
+    @property
+    def context_length(self) -> int: ...
+
+    def chat(self, messages: Sequence[Message], options: GenerationOptions | None = None) -> Completion: ...
+
+    def stream(self, messages: Sequence[Message], options: GenerationOptions | None = None) -> Iterator[Delta]:
+        """Yield text deltas. Closing the iterator stops generation."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` takes in this model's own tokenizer."""
+        ...
+
+    def count_message_tokens(self, messages: Sequence[Message]) -> int:
+        """Tokens the rendered chat prompt takes, template included."""
+        ...

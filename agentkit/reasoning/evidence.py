@@ -1,0 +1,79 @@
+"""Evidence assembly: merge passages from several sources, deduplicate, fit a token budget,
+and order them so the most relevant sit first and last (models read the middle least well).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from agentkit.types import Passage
+
+RRF_K = 60
+
+
+def merge_ranked(results: Sequence[Sequence[Passage]]) -> list[Passage]:
+    """Merge per-source rankings by reciprocal rank (scores of different sources don't compare)."""
+    if len(results) == 1:
+        return list(results[0])
+    keyed: list[tuple[float, float, int, Passage]] = []
+    for ranking in results:
+        for rank, p in enumerate(ranking):
+            keyed.append((1.0 / (RRF_K + rank + 1), p.score, -len(keyed), p))
+    keyed.sort(key=lambda t: (t[0], t[1], t[2]), reverse=True)
+    return [t[3] for t in keyed]
+
+
+def deduplicate(passages: Sequence[Passage]) -> list[Passage]:
+    """Keep the first of passages sharing an id or the same whitespace-normalised text."""
+    seen_ids: set[str] = set()
+    seen_text: set[str] = set()
+    out = []
+    for p in passages:
+        norm = " ".join(p.text.split()).lower()
+        if p.id in seen_ids or norm in seen_text:
+            continue
+        seen_ids.add(p.id)
+        seen_text.add(norm)
+        out.append(p)
+    return out
+
+
+def fit_budget(passages: Sequence[Passage], budget: int, count_tokens: Callable[[str], int]) -> list[Passage]:
+    """Take passages in order while they fit `budget` tokens; the first that overflows is cut to
+    the remaining room if that room is worth it (at least 48 tokens), and the rest are dropped."""
+    out: list[Passage] = []
+    used = 0
+    for p in passages:
+        cost = count_tokens(f"[{len(out) + 1}] {p.title}\n{p.text}\n")
+        if used + cost <= budget:
+            out.append(p)
+            used += cost
+            continue
+        room = budget - used
+        if room >= 48:
+            # Cut by characters in proportion, then confirm with the tokenizer.
+            keep = max(1, int(len(p.text) * room / cost))
+            text = p.text[:keep]
+            while keep > 1 and count_tokens(f"[{len(out) + 1}] {p.title}\n{text}\n") > room:
+                keep = int(keep * 0.9)
+                text = p.text[:keep]
+            out.append(replace(p, text=text.rstrip() + " …", metadata={**p.metadata, "truncated": True}))
+        break
+    return out
+
+
+def edges_first(ranked: Sequence[Passage]) -> list[Passage]:
+    """Order ranked passages 1st, 3rd, 5th, … 6th, 4th, 2nd: the best two at the two ends."""
+    return list(ranked[0::2]) + list(reversed(ranked[1::2]))
+
+
+def assemble(
+    results: Sequence[Sequence[Passage]],
+    budget: int,
+    count_tokens: Callable[[str], int],
+    min_score: float = 0.0,
+) -> list[Passage]:
+    """The evidence the model sees, in display order: merged, deduplicated, budgeted, reordered."""
+    ranked = deduplicate(p for p in merge_ranked(results) if p.score > min_score or min_score == 0.0)
+    return edges_first(fit_budget(ranked, budget, count_tokens))

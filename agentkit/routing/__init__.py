@@ -1,0 +1,1 @@
+"""Routing: decide per question which knowledge it needs."""

@@ -1,0 +1,139 @@
+"""Test doubles shipped with agentkit, for its own tests and for plugin authors.
+
+`FakeLLM` answers without a model: scripted replies, a function of the messages, or by default
+an answer that quotes and cites the first numbered evidence passage.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from agentkit.llm.base import Completion, Delta, GenerationOptions
+from agentkit.types import Message, Usage
+
+Reply = str | dict[str, Any]
+Responder = Callable[[Sequence[Message], GenerationOptions], Reply]
+
+_EVIDENCE = re.compile(r"^\[(\d+)\][^\n]*\n?(.*?)(?=^\[\d+\]|\Z)", re.S | re.M)
+_TOKEN = re.compile(r"\S+\s*|\s+")
+
+
+def cite_first_evidence(messages: Sequence[Message], options: GenerationOptions) -> Reply:
+    """Default reply: the first sentence of evidence [1], cited; or a refusal without evidence."""
+    if options.json_schema is not None:
+        return schema_instance(options.json_schema)
+    prompt = messages[-1].content if messages else ""
+    found = _EVIDENCE.search(prompt)
+    if not found:
+        return "Reasoning: no sources were given.\nAnswer: I do not know."
+    body = found.group(2).strip()
+    first = re.split(r"(?<=[.!?])\s", body, maxsplit=1)[0].strip()
+    return f"Reasoning: source [{found.group(1)}] answers this.\nAnswer: {first} [{found.group(1)}]"
+
+
+def schema_instance(schema: dict[str, Any]) -> Any:
+    """The simplest value that matches a JSON schema: first enum value, required fields filled."""
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            return schema_instance(schema[key][0])
+    kind = schema.get("type", "object")
+    if isinstance(kind, list):
+        kind = kind[0]
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {name: schema_instance(props.get(name, {})) for name in schema.get("required", props)}
+    return {"string": "", "integer": 0, "number": 0.0, "boolean": False, "array": [], "null": None}[kind]
+
+
+class FakeLLMConfig(BaseModel):
+    """`llm: {backend: fake}`: replies from a list, or cites the first evidence passage."""
+
+    model_config = ConfigDict(extra="forbid")
+    backend: Literal["fake"] = "fake"
+    responses: list[str] | None = None
+    context_length: int = 4096
+
+
+class FakeLLM:
+    """A deterministic stand-in for a model.
+
+    `responses` may be one reply, a list consumed in order (the last one repeats), or a function
+    of (messages, options). A dict reply is JSON-encoded. Every call is recorded in `calls`.
+    """
+
+    name = "fake"
+    config_model: ClassVar[type[BaseModel]] = FakeLLMConfig
+
+    def __init__(
+        self,
+        responses: Reply | Sequence[Reply] | Responder | None = None,
+        *,
+        context_length: int = 4096,
+    ) -> None:
+        self._responder: Responder | None = None
+        self._queue: list[Reply] = []
+        if responses is None:
+            self._responder = cite_first_evidence
+        elif callable(responses):
+            self._responder = responses
+        elif isinstance(responses, (str, dict)):
+            self._queue = [responses]
+        else:
+            self._queue = list(responses)
+        self._context_length = context_length
+        self.calls: list[tuple[list[Message], GenerationOptions]] = []
+
+    @classmethod
+    def from_config(cls, config: FakeLLMConfig) -> FakeLLM:
+        return cls(config.responses, context_length=config.context_length)
+
+    @property
+    def context_length(self) -> int:
+        return self._context_length
+
+    def _reply(self, messages: Sequence[Message], options: GenerationOptions) -> str:
+        self.calls.append((list(messages), options))
+        if self._responder is not None:
+            reply = self._responder(messages, options)
+        else:
+            reply = self._queue.pop(0) if len(self._queue) > 1 else self._queue[0]
+        text = reply if isinstance(reply, str) else json.dumps(reply)
+        if options.max_tokens:
+            text = "".join(_TOKEN.findall(text)[: options.max_tokens])
+        return text
+
+    def chat(self, messages: Sequence[Message], options: GenerationOptions | None = None) -> Completion:
+        options = options or GenerationOptions()
+        text = self._reply(messages, options)
+        usage = Usage(self.count_message_tokens(messages), self.count_tokens(text))
+        return Completion(text=text, usage=usage, finish_reason="stop")
+
+    def stream(self, messages: Sequence[Message], options: GenerationOptions | None = None) -> Iterator[Delta]:
+        options = options or GenerationOptions()
+        text = self._reply(messages, options)
+        pieces = _TOKEN.findall(text)
+        for piece in pieces:
+            yield Delta(piece)
+        yield Delta("", finish_reason="stop", usage=Usage(self.count_message_tokens(messages), len(pieces)))
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def count_message_tokens(self, messages: Sequence[Message]) -> int:
+        return sum(self.count_tokens(m.content) + 4 for m in messages)
+
+    # Helpers for assertions --------------------------------------------------------------
+
+    @property
+    def last_prompt(self) -> str:
+        """The content of the last message of the most recent call."""
+        return self.calls[-1][0][-1].content if self.calls else ""
