@@ -185,8 +185,6 @@ class Agent:
         for w in parsed.warnings:
             answer.warnings.append(w)
             yield WarningEvent(w)
-        if answer.from_memory and MEMORY_NOTE not in " ".join(answer.warnings):
-            answer.warnings.append(MEMORY_NOTE)
         timings["total_ms"] = _ms(t0)
         yield AnswerEvent(answer)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agentkit.errors import (
     ConfigError,
@@ -79,6 +79,12 @@ class LlamaCppConfig(BaseModel):
     lora: list[LoraConfig] = Field(default_factory=list)
     logprobs: bool = Field(default=False, description="return chosen-token logprobs on every chat call")
     verbose: bool = Field(default=False, description="let llama.cpp print its load and timing logs")
+
+    @field_validator("model_path", mode="before")
+    @classmethod
+    def _empty_is_bundled(cls, value: object) -> object:
+        # `model_path: ${AGENTKIT_MODEL:-}` interpolates to "" when the variable is unset.
+        return None if isinstance(value, str) and not value.strip() else value
 
 
 class LoraLike(Protocol):

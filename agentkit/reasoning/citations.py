@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from agentkit.text import overlap
 from agentkit.types import Citation, Passage
 
-_ANSWER = re.compile(r"^\s*\**answer\**\s*:\s*", re.I | re.M)
-_REASONING = re.compile(r"^\s*\**reasoning\**\s*:\s*", re.I)
+# "Answer:", "**Answer:**" and "**Answer**:" all count.
+_ANSWER = re.compile(r"^\s*\**answer(?::\**|\**:)\s*", re.I | re.M)
+_REASONING = re.compile(r"^\s*\**reasoning(?::\**|\**:)\s*", re.I)
 _MARK = re.compile(r"\s?\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 # A sentence keeps the marks that follow its full stop: "Tides follow the Moon. [1]".
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+(?:\s*\[\d+(?:\s*[,;]\s*\d+)*\])*|$)")

@@ -12,23 +12,21 @@ from agentkit.text import terms
 from agentkit.types import PARAMETRIC, Message, RouteDecision
 
 # Chit-chat, arithmetic and creative or language tasks need no external knowledge.
-PARAMETRIC_PATTERNS = (
-    r"^\s*(hi|hello|hey|good (morning|afternoon|evening)|thanks|thank you|bye)\b[\s!.?]*$",
-    r"^[\d\s+\-*/().=?^%x×÷]+$",
-    r"^\s*(what is|what's|calculate|compute)\s+[\d\s+\-*/().^%x×÷]+\??\s*$",
-    r"^\s*(please\s+)?(write|compose|draft|rewrite|rephrase|paraphrase|translate|summari[sz]e|"
-    r"correct|proofread|tell me a joke|make up)\b",
-    r"\b(poem|haiku|limerick|joke|story|slogan)\b",
-    r"^\s*(how are you|who are you|what can you do)\b",
-)
+PARAMETRIC_PATTERNS = {
+    "a greeting or thanks": r"^\s*(hi|hello|hey|good (morning|afternoon|evening)|thanks|thank you|bye)\b[\s!.?]*$",
+    "arithmetic": r"^\s*((what is|what's|calculate|compute)\s+)?[\d\s+\-*/().^%x×÷=]+\??\s*$",
+    "a writing or language task": r"^\s*(please\s+)?(write|compose|draft|rewrite|rephrase|paraphrase|translate|"
+    r"summari[sz]e|correct|proofread|tell me a joke|make up)\b",
+    "a creative request": r"\b(poem|haiku|limerick|joke|story|slogan)\b",
+    "a question about the assistant": r"^\s*(how are you|who are you|what can you do)\b",
+}
 
 # Definitional questions go to dictionary sources when there are any.
-DICTIONARY_PATTERNS = (
-    r"^\s*define\s+\S+",
-    r"\bwhat does\s+['\"“]?[\w-]+['\"”]?\s+mean\b",
-    r"\b(meaning|definition)s?\s+of\s+(the\s+word\s+)?['\"“]?[\w-]+",
-    r"^\s*what is (a|an|the)?\s*['\"“]?[\w-]+['\"”]?\s*\??\s*$",
-)
+DICTIONARY_PATTERNS = {
+    "define X": r"^\s*define\s+\S+",
+    "what does X mean": r"\bwhat does\s+['\"“]?[\w-]+['\"”]?\s+mean\b",
+    "meaning of X": r"\b(meaning|definition)s?\s+of\s+(the\s+word\s+)?['\"“]?[\w-]+",
+}
 
 
 class SimpleRouter:
@@ -42,8 +40,8 @@ class SimpleRouter:
         dictionary_patterns: Sequence[str] = (),
         description_threshold: float = 0.15,
     ) -> None:
-        self._parametric = [re.compile(p, re.I) for p in (*PARAMETRIC_PATTERNS, *parametric_patterns)]
-        self._dictionary = [re.compile(p, re.I) for p in (*DICTIONARY_PATTERNS, *dictionary_patterns)]
+        self._parametric = _compile({**PARAMETRIC_PATTERNS, **{p: p for p in parametric_patterns}})
+        self._dictionary = _compile({**DICTIONARY_PATTERNS, **{p: p for p in dictionary_patterns}})
         self.threshold = description_threshold
 
     def decide(
@@ -58,13 +56,13 @@ class SimpleRouter:
         rule = _first_match(self._parametric, question)
         if rule:
             return RouteDecision(
-                [PARAMETRIC], 0.9, f"matched the rule {rule!r}: the model can answer this alone",
+                [PARAMETRIC], 0.9, f"{rule}: the model can answer this alone",
                 {"rule:parametric": 1.0}, self.name,
             )
         rule = _first_match(self._dictionary, question)
         if rule and dictionaries:
             return RouteDecision(
-                dictionaries, 0.85, f"a definitional question (rule {rule!r}): looking it up",
+                dictionaries, 0.85, f"a definitional question ({rule}): looking it up",
                 {"rule:dictionary": 1.0}, self.name,
             )
         if not documents and not dictionaries:
@@ -89,8 +87,12 @@ class SimpleRouter:
         )
 
 
-def _first_match(patterns: Sequence[re.Pattern[str]], text: str) -> str | None:
-    for p in patterns:
+def _compile(patterns: dict[str, str]) -> list[tuple[str, re.Pattern[str]]]:
+    return [(label, re.compile(p, re.I)) for label, p in patterns.items()]
+
+
+def _first_match(patterns: Sequence[tuple[str, re.Pattern[str]]], text: str) -> str | None:
+    for label, p in patterns:
         if p.search(text):
-            return p.pattern
+            return label
     return None

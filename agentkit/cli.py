@@ -1,0 +1,231 @@
+"""The `agentkit` command: chat, ask, ingest, sources, config.
+
+Each command imports what it needs when it runs, so `agentkit --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from agentkit import __version__
+
+if TYPE_CHECKING:
+    from agentkit.agent import Agent
+    from agentkit.config import Config
+    from agentkit.types import Answer
+
+
+class Context:
+    """Options shared by every command; the config is loaded once, when first needed."""
+
+    def __init__(self, config_path: str | None, model: str | None, data_dir: str | None) -> None:
+        self.config_path = config_path
+        self.model = model
+        self.data_dir = data_dir
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            from agentkit.config import load_config
+
+            cfg = load_config(self.config_path)
+            if self.model:
+                if cfg.llm_backend != "llama_cpp":
+                    raise click.UsageError(f"--model applies to the llama_cpp backend; {cfg.origin} uses {cfg.llm_backend!r}")
+                cfg.llm["model_path"] = str(Path(self.model).expanduser().absolute())
+            if self.data_dir:
+                cfg.data_dir = Path(self.data_dir).expanduser()
+            self._config = cfg
+        return self._config
+
+    def agent(self) -> Agent:
+        from agentkit.agent import Agent
+
+        return Agent.from_config(self.config)
+
+
+def _fail(exc: BaseException) -> None:
+    click.secho(f"error: {exc}", fg="red", err=True)
+    sys.exit(2)
+
+
+class _Group(click.Group):
+    """Turns agentkit's own errors into one clear line and exit status 2, without a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from agentkit.errors import AgentkitError
+
+        try:
+            return super().invoke(ctx)
+        except AgentkitError as exc:
+            _fail(exc)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="agentkit")
+@click.option("--config", "config_path", metavar="FILE", help="YAML config (default: ./agentkit.yaml, $AGENTKIT_CONFIG, or the built-in embedded default).")
+@click.option("--model", metavar="PATH", help="A GGUF model file to use instead of the configured one.")
+@click.option("--data-dir", metavar="DIR", help="Where embedded stores keep their data (overrides data_dir).")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, model: str | None, data_dir: str | None) -> None:
+    """agentkit: a local model for language, your sources for facts, answers with citations."""
+    ctx.obj = Context(config_path, model, data_dir)
+
+
+@cli.command()
+@click.argument("question", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the whole Answer as JSON.")
+@click.option("--route", "routes", multiple=True, metavar="NAME", help="Force the route: a source name or 'parametric' (repeatable).")
+@click.option("--stream/--no-stream", default=None, help="Print tokens as they come (default: when stdout is a terminal).")
+@click.pass_obj
+def ask(obj: Context, question: tuple[str, ...], as_json: bool, routes: tuple[str, ...], stream: bool | None) -> None:
+    """Answer one QUESTION and exit."""
+    from agentkit.types import AnswerEvent, TokenEvent
+
+    text = " ".join(question)
+    agent = obj.agent()
+    live = (sys.stdout.isatty() if stream is None else stream) and not as_json
+    answer = None
+    with agent:
+        for event in agent.stream(text, route=list(routes) or None):
+            if isinstance(event, TokenEvent) and live:
+                click.echo(event.text, nl=False)
+            elif isinstance(event, AnswerEvent):
+                answer = event.answer
+    assert answer is not None
+    if as_json:
+        click.echo(answer.to_json())
+        return
+    if live:
+        click.echo()
+    else:
+        click.echo(answer.text)
+    show_footer(answer)
+
+
+def show_footer(answer: Answer, *, err: bool = False) -> None:
+    """The numbered sources under an answer, the route, and any warnings."""
+    if answer.citations:
+        click.secho("Sources:", bold=True, err=err)
+        shown: set[int] = set()
+        for c in answer.citations:
+            if c.marker in shown:
+                continue
+            shown.add(c.marker)
+            p = c.passage
+            label = p.title or p.id
+            extra = " (attributed by word overlap)" if c.inferred else ""
+            click.echo(f"  [{c.marker}] {label} — {p.uri or p.id} ({p.source}){extra}", err=err)
+    elif answer.from_memory:
+        click.secho("(from the model's own memory; no source was cited)", dim=True, err=err)
+    if answer.route:
+        r = answer.route
+        click.secho(f"route: {', '.join(r.targets)} (confidence {r.confidence:.2f}) — {r.reason}", dim=True, err=err)
+    for w in answer.warnings:
+        click.secho(f"warning: {w}", fg="yellow", err=err)
+
+
+@cli.command()
+@click.option("--route", "routes", multiple=True, metavar="NAME", help="Force the route for every question.")
+@click.option("--history-file", type=click.Path(dir_okay=False), default=None, help="Line-editing history (default: DATA_DIR/chat_history).")
+@click.pass_obj
+def chat(obj: Context, routes: tuple[str, ...], history_file: str | None) -> None:
+    """An interactive session: streamed answers with their sources. /help lists the commands."""
+    from agentkit.repl import Repl
+
+    agent = obj.agent()
+    with agent:
+        Repl(agent, routes=list(routes) or None, history_file=history_file).run()
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--source", "source_name", metavar="NAME", help="The source to write to (default: ingest.source, else the first writable one).")
+@click.option("--chunk-tokens", type=int, default=None, help="Tokens per chunk (default from config).")
+@click.option("--overlap", type=int, default=None, help="Tokens shared by consecutive chunks.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@click.pass_obj
+def ingest(obj: Context, paths: tuple[Path, ...], source_name: str | None, chunk_tokens: int | None, overlap: int | None, progress: bool) -> None:
+    """Read files or folders (.txt .md .html, BEIR .jsonl) into a knowledge source."""
+    from agentkit.ingest.pipeline import ingest as run_ingest
+    from agentkit.knowledge.base import is_writable
+    from agentkit.plugins import build_source
+
+    cfg = obj.config
+    name = source_name or cfg.ingest.source or next(iter(cfg.sources), "")
+    if name not in cfg.sources:
+        raise click.UsageError(f"no source named {name!r} to ingest into; configured: {', '.join(cfg.sources) or 'none'}")
+    source = build_source(name, cfg.sources[name], cfg.data_dir)
+    if not is_writable(source):
+        raise click.UsageError(f"source {name!r} is read-only; choose a writable one with --source")
+    try:
+        report = run_ingest(
+            list(paths), source,
+            chunk_tokens=chunk_tokens or cfg.ingest.chunk_tokens,
+            overlap=cfg.ingest.chunk_overlap if overlap is None else overlap,
+            batch_size=cfg.ingest.batch_size,
+            progress=progress,
+        )
+    finally:
+        closer = getattr(source, "close", None)
+        if closer:
+            closer()
+    click.echo(report.summary())
+    if report.failures:
+        for where, why in report.failures:
+            click.secho(f"  skipped {where}: {why}", fg="yellow", err=True)
+        if report.documents == 0:
+            sys.exit(1)
+
+
+@cli.command()
+@click.pass_obj
+def sources(obj: Context) -> None:
+    """List the configured knowledge sources with their document counts."""
+    from agentkit.plugins import build_source
+
+    cfg = obj.config
+    click.echo(f"config: {cfg.origin}")
+    click.echo(f"  {'parametric':<14} model  {_model_label(cfg)}")
+    for name, spec in cfg.sources.items():
+        source = build_source(name, spec, cfg.data_dir)
+        try:
+            count = f"{source.count():,} passages" if hasattr(source, "count") else "read-only"
+        except Exception as exc:  # noqa: BLE001 - report an unreachable source, keep listing
+            count = f"unavailable: {exc}"
+        finally:
+            closer = getattr(source, "close", None)
+            if closer:
+                closer()
+        click.echo(f"  {name:<14} {spec['type']:<6} {count} — {spec.get('description', '').strip()}")
+
+
+def _model_label(cfg: Config) -> str:
+    if cfg.llm_backend == "llama_cpp":
+        return cfg.llm.get("model_path") or "bundled SmolLM2-135M-Instruct (Q4_1)"
+    return cfg.llm_backend
+
+
+@cli.command("config")
+@click.pass_obj
+def show_config(obj: Context) -> None:
+    """Print the effective configuration (after defaults and ${ENV} interpolation)."""
+    import yaml
+
+    cfg = obj.config
+    data = cfg.model_dump(mode="json")
+    click.echo(f"# from {cfg.origin}")
+    click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip())
+
+
+def main() -> None:
+    cli(prog_name="agentkit")
+
+
+if __name__ == "__main__":
+    main()

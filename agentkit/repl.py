@@ -1,0 +1,198 @@
+"""The chat REPL behind `agentkit chat`: streamed answers, sources, slash commands, Ctrl-C handling.
+
+With a terminal it uses prompt_toolkit (line editing, history); otherwise it reads lines from stdin.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from agentkit.agent import Agent
+from agentkit.errors import AgentkitError
+from agentkit.types import PARAMETRIC, Answer, AnswerEvent, Message, RouteEvent, TokenEvent, WarningEvent
+
+HELP = """\
+Commands:
+  /sources        the numbered passages behind the last answer, and the configured sources
+  /route [NAME…]  show the last route; with names, force the route (a source or 'parametric');
+                  '/route auto' lets the router decide again
+  /why            the signals behind the last route
+  /reset          forget the conversation so far
+  /help           this text
+  /exit           leave (Ctrl-D works too)
+Ctrl-C stops an answer being generated and keeps the session."""
+
+#: Exchanges of earlier conversation passed to the model with each question.
+HISTORY_TURNS = 3
+
+
+class Repl:
+    def __init__(
+        self,
+        agent: Agent,
+        *,
+        routes: list[str] | None = None,
+        history_file: str | None = None,
+        read_line: Callable[[str], str] | None = None,
+    ) -> None:
+        self.agent = agent
+        self.forced = routes
+        self.history: list[Message] = []
+        self.last: Answer | None = None
+        self._read_line = read_line or self._make_reader(history_file)
+
+    def _make_reader(self, history_file: str | None) -> Callable[[str], str]:
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            def read(prompt: str) -> str:
+                line = sys.stdin.readline()
+                if not line:
+                    raise EOFError
+                return line.rstrip("\n")
+
+            return read
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.history import FileHistory, InMemoryHistory
+
+        history = InMemoryHistory()
+        if history_file or self.agent.config is not None:
+            path = Path(history_file) if history_file else self.agent.config.data_dir / "chat_history"  # type: ignore[union-attr]
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                history = FileHistory(str(path))
+            except OSError:
+                pass  # no writable data dir: keep history for this session only
+        session: PromptSession[str] = PromptSession(history=history)
+        return lambda prompt: session.prompt(prompt)
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self._banner()
+        while True:
+            try:
+                line = self._read_line("you> ").strip()
+            except KeyboardInterrupt:
+                continue  # Ctrl-C at the prompt clears the line
+            except EOFError:
+                click.echo()
+                return
+            if not line:
+                continue
+            if line.startswith("/"):
+                if self._command(line) == "exit":
+                    return
+                continue
+            self._answer(line)
+
+    def _banner(self) -> None:
+        names = ", ".join(self.agent.sources) or "none"
+        click.secho(f"agentkit chat — model: {self.agent.llm.name}; sources: {names}. /help for commands.", dim=True)
+        warm = getattr(self.agent.llm, "warm_up", None)
+        if warm is not None:
+            warm()  # fail now, with a clear error, rather than at the first question
+
+    def _answer(self, question: str) -> None:
+        stream = self.agent.stream(question, history=self.history[-2 * HISTORY_TURNS :], route=self.forced)
+        printed = False
+        try:
+            for event in stream:
+                if isinstance(event, RouteEvent):
+                    d = event.decision
+                    click.secho(f"↳ {', '.join(d.targets)} ({d.confidence:.2f}): {d.reason}", dim=True)
+                elif isinstance(event, TokenEvent):
+                    click.echo(event.text, nl=False)
+                    printed = True
+                elif isinstance(event, WarningEvent):
+                    pass  # shown once, under the answer
+                elif isinstance(event, AnswerEvent):
+                    self._finish(event.answer, printed)
+        except KeyboardInterrupt:
+            click.echo()
+            click.secho("[stopped — ask again, or /help]", fg="yellow")
+        except AgentkitError as exc:
+            click.echo()
+            click.secho(f"error: {exc}", fg="red")
+        finally:
+            stream.close()
+
+    def _finish(self, answer: Answer, printed: bool) -> None:
+        from agentkit.cli import show_footer
+
+        if printed:
+            click.echo()
+        # Reprint the answer when agentkit changed it (attributed citations) or nothing streamed.
+        if not printed or any(c.inferred for c in answer.citations):
+            click.secho(f"Answer: {answer.text}", bold=True)
+        show_footer(answer)
+        self.last = answer
+        self.history += [Message("user", answer.question), Message("assistant", answer.text)]
+
+    # --- slash commands --------------------------------------------------------------------
+
+    def _command(self, line: str) -> str | None:
+        name, *args = line.split()
+        name = name.lower()
+        if name in ("/exit", "/quit", "/q"):
+            return "exit"
+        if name == "/help":
+            click.echo(HELP)
+        elif name == "/reset":
+            self.history.clear()
+            self.last = None
+            click.echo("conversation cleared.")
+        elif name == "/sources":
+            self._show_sources()
+        elif name == "/route":
+            self._route(args)
+        elif name == "/why":
+            self._why()
+        else:
+            click.secho(f"unknown command {name}; /help lists the commands", fg="yellow")
+        return None
+
+    def _show_sources(self) -> None:
+        if self.last and self.last.passages:
+            cited = {c.passage.id for c in self.last.citations}
+            for n, p in enumerate(self.last.passages, 1):
+                star = "*" if p.id in cited else " "
+                click.secho(f"{star}[{n}] {p.title or p.id}  ({p.source}, score {p.score:.3f})  {p.uri}", bold=p.id in cited)
+                click.echo("     " + " ".join(p.text.split())[:300])
+        elif self.last:
+            click.echo("the last answer used no source passages.")
+        click.echo("configured sources: " + ", ".join([PARAMETRIC, *self.agent.sources]))
+
+    def _route(self, args: list[str]) -> None:
+        if not args:
+            if self.forced:
+                click.echo(f"route forced to: {', '.join(self.forced)}")
+            if self.last and self.last.route:
+                r = self.last.route
+                click.echo(f"last route: {', '.join(r.targets)} (confidence {r.confidence:.2f}, {r.policy}) — {r.reason}")
+            elif not self.forced:
+                click.echo("no question asked yet; the router decides per question.")
+            return
+        if args == ["auto"]:
+            self.forced = None
+            click.echo("the router decides again.")
+            return
+        known = {PARAMETRIC, *self.agent.sources}
+        unknown = [a for a in args if a not in known]
+        if unknown:
+            click.secho(f"unknown route {', '.join(unknown)}; choose from {', '.join(sorted(known))} or auto", fg="yellow")
+            return
+        self.forced = args
+        click.echo(f"route forced to: {', '.join(args)}")
+
+    def _why(self) -> None:
+        if not (self.last and self.last.route):
+            click.echo("no question asked yet.")
+            return
+        r = self.last.route
+        click.echo(f"policy: {r.policy or '-'}; confidence {r.confidence:.2f}; {r.reason}")
+        for key, value in sorted(r.signals.items()):
+            click.echo(f"  {key:<28} {value:.3f}")
+

@@ -1,0 +1,92 @@
+"""The `agentkit` command, driven through click's runner with a fake model and memory sources."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from agentkit import __version__
+from agentkit.cli import cli
+
+
+@pytest.fixture()
+def fake_config(tmp_path: Path) -> Path:
+    f = tmp_path / "agentkit.yaml"
+    f.write_text(
+        f"data_dir: {tmp_path / 'data'}\n"
+        "llm: {backend: fake}\n"
+        "sources:\n"
+        "  notes: {type: memory, description: notes about agentkit}\n"
+    )
+    return f
+
+
+def run(*args: str, input: str | None = None) -> "object":
+    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
+
+
+def test_version_and_help() -> None:
+    assert __version__ in run("--version").output
+    out = run("--help").output
+    for command in ("chat", "ask", "ingest", "sources", "config"):
+        assert command in out
+
+
+def test_ask_json_prints_the_whole_answer(fake_config: Path) -> None:
+    result = run("--config", str(fake_config), "ask", "--json", "hello")
+    data = json.loads(result.output)
+    assert data["route"]["targets"] == ["parametric"] and data["from_memory"] is True
+
+
+def test_ask_forced_route_and_unknown_route(fake_config: Path) -> None:
+    result = run("--config", str(fake_config), "ask", "--route", "nope", "what is agentkit")
+    assert result.exit_code == 2 and "unknown source(s) 'nope'" in result.output
+
+
+def test_empty_question_is_a_clear_error(fake_config: Path) -> None:
+    result = run("--config", str(fake_config), "ask", "  ")
+    assert result.exit_code == 2 and "question is empty" in result.output
+
+
+def test_bad_config_key_exits_nonzero_naming_it(tmp_path: Path) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text("llm: {backend: fake, temprature: 1}\n")
+    result = run("--config", str(f), "sources")
+    assert result.exit_code == 2 and "llm.temprature: unknown key" in result.output
+
+
+def test_missing_model_file_is_a_clear_error(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text(f"data_dir: {tmp_path}\nsources: {{}}\n")
+    result = run("--config", str(f), "--model", str(tmp_path / "nope.gguf"), "ask", "hello")
+    assert result.exit_code == 2
+    assert "nope.gguf does not exist" in result.output and "--model PATH" in result.output
+
+
+def test_sources_lists_counts(fake_config: Path) -> None:
+    result = run("--config", str(fake_config), "sources")
+    assert "parametric" in result.output and "notes" in result.output and "0 passages" in result.output
+
+
+def test_config_shows_effective_values(fake_config: Path) -> None:
+    out = run("--config", str(fake_config), "config").output
+    assert "backend: fake" in out and str(fake_config) in out
+
+
+def test_chat_repl_commands(fake_config: Path) -> None:
+    script = "hello\n/route\n/why\n/route parametric\n/route\n/route bogus\n/route auto\n/sources\n/reset\n/nope\n/help\n/exit\n"
+    out = run("--config", str(fake_config), "chat", input=script).output
+    assert "↳ parametric" in out
+    assert "last route: parametric" in out and "rule:parametric" in out
+    assert "route forced to: parametric" in out
+    assert "unknown route bogus" in out and "the router decides again" in out
+    assert "configured sources: parametric, notes" in out
+    assert "conversation cleared" in out and "unknown command /nope" in out and "/exit" in out
+
+
+def test_chat_keeps_going_after_an_error_and_ends_on_eof(fake_config: Path) -> None:
+    out = run("--config", str(fake_config), "chat", "--route", "notes", input="what is agentkit?\nhello\n").output
+    assert out.count("↳ notes") == 2  # forced route applies to every question; EOF ends the session

@@ -1,0 +1,58 @@
+"""The simple router: which targets each kind of question gets, and why."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentkit.knowledge.memory import MemorySource
+from agentkit.routing.simple import SimpleRouter
+from agentkit.types import PARAMETRIC
+
+
+class Dictionary(MemorySource):
+    kind = "dictionary"
+
+
+@pytest.fixture()
+def sources() -> dict[str, MemorySource]:
+    return {
+        "papers": MemorySource("papers", "biomedical research abstracts about cells, genes and disease"),
+        "manual": MemorySource("manual", "the agentkit user manual: installation, configuration, CLI"),
+        "wordnet": Dictionary("wordnet", "English dictionary"),
+    }
+
+
+@pytest.mark.parametrize(
+    "question",
+    ["hello!", "thanks", "What is 12 * 7?", "17+25", "Write a haiku about autumn", "translate 'cat' into French"],
+)
+def test_model_alone(question: str, sources: dict[str, MemorySource]) -> None:
+    d = SimpleRouter().decide(question, sources)
+    assert d.targets == [PARAMETRIC] and d.signals
+
+
+@pytest.mark.parametrize("question", ["define serendipity", "What does 'lugubrious' mean?", "meaning of the word ennui"])
+def test_definitions_go_to_dictionaries(question: str, sources: dict[str, MemorySource]) -> None:
+    assert SimpleRouter().decide(question, sources).targets == ["wordnet"]
+
+
+def test_description_similarity_picks_the_source(sources: dict[str, MemorySource]) -> None:
+    d = SimpleRouter().decide("Which genes are linked to this disease?", sources)
+    assert d.targets == ["papers"]
+    assert d.signals["overlap:papers"] > d.signals["overlap:manual"]
+    d = SimpleRouter().decide("How do I change the configuration of the CLI?", sources)
+    assert d.targets == ["manual"]
+
+
+def test_no_match_searches_all_document_sources(sources: dict[str, MemorySource]) -> None:
+    d = SimpleRouter().decide("Who won the 1998 world cup?", sources)
+    assert set(d.targets) == {"papers", "manual"} and d.confidence < 0.6
+
+
+def test_no_sources_means_parametric() -> None:
+    assert SimpleRouter().decide("Who won the 1998 world cup?", {}).targets == [PARAMETRIC]
+
+
+def test_user_patterns_extend_rules(sources: dict[str, MemorySource]) -> None:
+    router = SimpleRouter(parametric_patterns=[r"^brainstorm\b"])
+    assert router.decide("brainstorm names for a cat", sources).targets == [PARAMETRIC]
