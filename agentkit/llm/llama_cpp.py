@@ -562,6 +562,10 @@ def _trained_context(path: Path) -> int | None:
 
     import llama_cpp
 
+    # This peek can run before any Llama(verbose=...) has set llama.cpp's log level: default to quiet.
+    log = logging.getLogger("llama-cpp-python")
+    if log.level == logging.NOTSET:
+        log.setLevel(logging.ERROR)
     params = llama_cpp.llama_model_default_params()
     params.vocab_only = True
     try:
