@@ -78,3 +78,12 @@ def test_prompt_template_numbers_evidence() -> None:
     c = msgs[-1].content
     assert c.index("[1]") < c.index("alpha") < c.index("[2]") < c.index("beta") < c.index("Q?")
     assert msgs[-1].content.index("alpha") < msgs[-1].content.index("beta") < msgs[-1].content.index("Q?")
+
+
+def test_supported_clause_is_attributed_despite_an_unsupported_aside() -> None:
+    ev = [P("bees", "Honey bees communicate the location of flowers to other bees with a waggle dance.")]
+    r = parse_reply("Honey bees use a waggle dance to communicate with each other, which is a form of "
+                    "social behavior where bees share information.", ev)
+    assert [c.passage.id for c in r.citations] == ["bees"]
+    unsupported = parse_reply("Ethiopia is a country located in East Africa.", ev)
+    assert unsupported.citations == []

@@ -9,7 +9,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from agentkit.text import overlap
+from agentkit.text import overlap, terms
 from agentkit.types import Citation, Passage
 
 # "Answer:", "**Answer:**" and "**Answer**:" all count.
@@ -71,13 +71,20 @@ def parse_reply(reply: str, evidence: Sequence[Passage], infer: bool = True) -> 
     return parsed
 
 
+def _claims(sentence: str) -> list[str]:
+    """The sentence and its substantial clauses: small models tack unsupported asides onto a
+    supported statement ("X does Y, which is a form of Z"), and the statement still deserves its source."""
+    clauses = [c for c in re.split(r"[,;:]|\s(?:which|while|because|but|and)\s", sentence) if len(terms(c)) >= 3]
+    return [sentence, *clauses]
+
+
 def _infer(parsed: ParsedReply, evidence: Sequence[Passage]) -> str:
     """Attribute unmarked sentences to the passage that covers most of their words."""
     pieces = []
     for sentence in _SENTENCE.findall(parsed.text):
         best, best_n = 0.0, 0
         for n, p in enumerate(evidence, 1):
-            score = overlap(sentence, p.text)
+            score = max(overlap(part, p.text) for part in _claims(sentence))
             if score > best:
                 best, best_n = score, n
         if best >= INFER_THRESHOLD:
