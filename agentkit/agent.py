@@ -163,7 +163,7 @@ class Agent:
 
         # 5. Generate, streaming tokens.
         t2 = time.perf_counter()
-        options = GenerationOptions(max_tokens=s.max_tokens, temperature=s.temperature)
+        options = GenerationOptions(max_tokens=s.max_tokens, temperature=s.temperature, repeat_penalty=s.repeat_penalty)
         pieces: list[str] = []
         stream = self.llm.stream(messages, options)
         try:

@@ -33,6 +33,8 @@ class AgentSettings(_Strict):
     evidence_tokens: int = Field(1200, ge=64, description="Token budget for the numbered evidence.")
     max_tokens: int = Field(384, ge=1, description="Tokens the answer may take.")
     temperature: float = Field(0.2, ge=0.0, le=2.0)
+    #: Small models loop without it; 1.0 turns it off.
+    repeat_penalty: float = Field(1.15, ge=1.0, le=2.0)
     min_score: float = Field(0.0, ge=0.0, description="Drop passages scoring at or below this.")
     source_timeout: float = Field(30.0, gt=0, description="Seconds before a source's search is abandoned.")
 

@@ -81,7 +81,8 @@ def main() -> None:
         t0 = time.perf_counter()
         first = None
         n = 0
-        for chunk in raw.create_chat_completion(messages, stream=True, max_tokens=args.max_tokens, temperature=0.0, stop=[], seed=0):
+        for chunk in raw.create_chat_completion(messages, stream=True, max_tokens=args.max_tokens, temperature=0.0, stop=[], seed=0,
+                                         repeat_penalty=agent.settings.repeat_penalty):
             if chunk["choices"][0]["delta"].get("content"):
                 first = first or time.perf_counter()
                 n += 1

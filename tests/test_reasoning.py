@@ -87,3 +87,13 @@ def test_supported_clause_is_attributed_despite_an_unsupported_aside() -> None:
     assert [c.passage.id for c in r.citations] == ["bees"]
     unsupported = parse_reply("Ethiopia is a country located in East Africa.", ev)
     assert unsupported.citations == []
+
+
+def test_echoed_question_line_is_not_part_of_the_answer() -> None:
+    assert split_reasoning("Question: What causes tides?\nThe Moon [1].") == ("", "The Moon [1].")
+
+
+def test_version_numbers_do_not_split_sentences() -> None:
+    ev = [P("v", "agentkit 0.1.0 ships the SmolLM2 model.")]
+    r = parse_reply("Answer: agentkit 0.1.0 ships the SmolLM2 model [1].", ev)
+    assert [c.sentence for c in r.citations] == ["agentkit 0.1.0 ships the SmolLM2 model."]

@@ -53,6 +53,8 @@ class GenerationOptions:
     #: Return this many top alternatives per token (0 = the chosen token's logprob only).
     logprobs: int | None = None
     seed: int | None = None
+    #: Penalise repeating recent tokens (1.0 = off; None = the backend's default).
+    repeat_penalty: float | None = None
 
 
 @runtime_checkable

@@ -459,6 +459,8 @@ class LlamaCppLLM:
             "seed": seed,
             "grammar": self._grammar(llama, options),
         }
+        if options.repeat_penalty is not None:
+            request["repeat_penalty"] = options.repeat_penalty
         return request, n_prompt
 
     @contextlib.contextmanager

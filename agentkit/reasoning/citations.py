@@ -17,7 +17,8 @@ _ANSWER = re.compile(r"^\s*\**answer(?::\**|\**:)\s*", re.I | re.M)
 _REASONING = re.compile(r"^\s*\**reasoning(?::\**|\**:)\s*", re.I)
 _MARK = re.compile(r"\s?\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 # A sentence keeps the marks that follow its full stop: "Tides follow the Moon. [1]".
-_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+(?:\s*\[\d+(?:\s*[,;]\s*\d+)*\])*|$)")
+# A full stop inside a token ("0.1.0", "e.g.x") does not end a sentence.
+_SENTENCE = re.compile(r"(?:[^.!?\n]|[.!?](?=[^\s.!?\[]))+(?:[.!?]+(?:\s*\[\d+(?:\s*[,;]\s*\d+)*\])*|$)")
 REFUSAL = "I could not find this in the sources."
 
 #: A sentence with no mark is attributed to a passage covering at least this share of its terms.
@@ -32,8 +33,13 @@ class ParsedReply:
     warnings: list[str] = field(default_factory=list)
 
 
+_ECHO = re.compile(r"^\s*\**question\**\s*:[^\n]*\n", re.I)
+
+
 def split_reasoning(reply: str) -> tuple[str, str]:
-    """(reasoning, answer). Without an "Answer:" line the whole reply is the answer."""
+    """(reasoning, answer). Without an "Answer:" line the whole reply is the answer; a
+    "Question: …" line that small models echo back first is dropped."""
+    reply = _ECHO.sub("", reply, count=1)
     marks = list(_ANSWER.finditer(reply))
     if not marks:
         return "", _REASONING.sub("", reply.strip()).strip()
