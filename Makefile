@@ -13,3 +13,4 @@ bench:  ## print the benchmark tables (not part of the tests)
 	$(PYTHON) bench/startup.py
 	$(PYTHON) bench/overhead.py
 	$(PYTHON) bench/stream_throughput.py
+	$(PYTHON) bench/embedded_store.py

@@ -1,0 +1,48 @@
+"""Ranking metrics for retrieval evaluation: nDCG@k, recall@k and MRR@k over graded judgements.
+
+Conventions follow trec_eval/BEIR: linear gain, log2 discount, grades <= 0 count as not relevant.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from typing import TypeVar
+
+Id = TypeVar("Id", bound=Hashable)
+
+
+def _unique(ranked_ids: Sequence[Id], k: int) -> list[Id]:
+    # A retriever that returns the same id twice must not be credited twice.
+    seen: dict[Id, None] = {}
+    for rid in ranked_ids:
+        if len(seen) == k:
+            break
+        seen.setdefault(rid, None)
+    return list(seen)
+
+
+def ndcg_at_k(ranked_ids: Sequence[Id], relevant: Mapping[Id, float], k: int = 10) -> float:
+    """Normalised discounted cumulative gain of the first `k` ids; 0.0 when nothing is relevant."""
+    ideal = sorted((g for g in relevant.values() if g > 0), reverse=True)[:k]
+    if not ideal or k <= 0:
+        return 0.0
+    dcg = sum(max(relevant.get(rid, 0), 0) / math.log2(i + 2) for i, rid in enumerate(_unique(ranked_ids, k)))
+    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+    return dcg / idcg
+
+
+def recall_at_k(ranked_ids: Sequence[Id], relevant: Mapping[Id, float], k: int = 10) -> float:
+    """Share of the relevant ids found among the first `k`; 0.0 when nothing is relevant."""
+    wanted = {rid for rid, g in relevant.items() if g > 0}
+    if not wanted:
+        return 0.0
+    return len(wanted.intersection(_unique(ranked_ids, k))) / len(wanted)
+
+
+def mrr_at_k(ranked_ids: Sequence[Id], relevant: Mapping[Id, float], k: int = 10) -> float:
+    """Reciprocal rank of the first relevant id among the first `k`, else 0.0."""
+    for i, rid in enumerate(_unique(ranked_ids, k)):
+        if relevant.get(rid, 0) > 0:
+            return 1.0 / (i + 1)
+    return 0.0
