@@ -69,6 +69,7 @@ class Agent:
         config: Config | None = None,
     ) -> None:
         from agentkit.config import AgentSettings
+        from agentkit.knowledge.parametric import ParametricSource
         from agentkit.routing.simple import SimpleRouter
 
         self.llm = llm
@@ -81,6 +82,8 @@ class Agent:
         self.router: Router = router or SimpleRouter()
         self.settings = settings or AgentSettings()
         self.config = config
+        #: The model as a knowledge tool: consulted for a draft when a route mixes it with sources.
+        self.parametric = ParametricSource(llm)
         self._pool: ThreadPoolExecutor | None = None
 
     @classmethod
@@ -145,6 +148,10 @@ class Agent:
                     continue
                 results.append(passages)
                 yield RetrievalEvent(name, question, passages)
+            if PARAMETRIC in decision.targets:
+                draft = self.parametric.search(question)
+                results.append(draft)
+                yield RetrievalEvent(PARAMETRIC, question, draft)
 
         # 3. Optionally let the model ask for more searches (grammar-constrained JSON actions).
         if s.max_steps > 1 and decision.sources:
@@ -152,14 +159,13 @@ class Agent:
         timings["retrieve_ms"] = _ms(t1)
 
         # 4. Build the prompt within the context window.
-        closed_book = not any(results)
-        if decision.sources and closed_book:
+        if decision.sources and not any(p.source != PARAMETRIC for r in results for p in r):
             note = "no passage matched in " + ", ".join(decision.sources) + "; " + MEMORY_NOTE
             answer.warnings.append(note)
             yield WarningEvent(note)
         messages, evidence = self._build_prompt(question, history, results, answer)
         answer.passages = evidence
-        answer.from_memory = not evidence
+        answer.from_memory = all(p.source == PARAMETRIC for p in evidence)
 
         # 5. Generate, streaming tokens.
         t2 = time.perf_counter()

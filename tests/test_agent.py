@@ -180,3 +180,20 @@ def test_from_config_builds_sources_and_model(tmp_path) -> None:
     agent = Agent.from_config(f)
     assert list(agent.sources) == ["notes"] and agent.settings.top_k == 2
     assert isinstance(agent.llm, FakeLLM)
+
+
+def test_mixed_route_adds_the_models_draft_as_citable_evidence() -> None:
+    def respond(messages, options):
+        if "own knowledge" in messages[0].content and len(messages) == 2:
+            return "agentkit is installed with pip."  # the closed-book draft
+        return "Reasoning: both agree.\nAnswer: Use pip install -e . [1]. The model recalls pip too [2]."
+
+    llm = FakeLLM(respond)
+    events = list(Agent(llm, [corpus()]).stream("How do I install agentkit?", route=["docs", PARAMETRIC]))
+    retrieved = [e.source for e in events if isinstance(e, RetrievalEvent)]
+    assert retrieved == ["docs", PARAMETRIC]
+    answer = events[-1].answer
+    draft = [p for p in answer.passages if p.source == PARAMETRIC]
+    assert len(draft) == 1 and draft[0].uri == "model://fake"
+    assert draft[0].id in answer.cited_ids and "install#0" in answer.cited_ids
+    assert not answer.from_memory
