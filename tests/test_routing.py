@@ -49,6 +49,11 @@ def test_no_match_searches_all_document_sources(sources: dict[str, MemorySource]
     assert set(d.targets) == {"papers", "manual"} and d.confidence < 0.6
 
 
+@pytest.mark.parametrize("question", ["x", "x?", "(...)"])
+def test_symbols_without_digits_are_not_arithmetic(question: str, sources: dict[str, MemorySource]) -> None:
+    assert SimpleRouter().decide(question, sources).targets != [PARAMETRIC]
+
+
 def test_no_sources_means_parametric() -> None:
     assert SimpleRouter().decide("Who won the 1998 world cup?", {}).targets == [PARAMETRIC]
 

@@ -14,7 +14,7 @@ from agentkit.types import PARAMETRIC, Message, RouteDecision
 # Chit-chat, arithmetic and creative or language tasks need no external knowledge.
 PARAMETRIC_PATTERNS = {
     "a greeting or thanks": r"^\s*(hi|hello|hey|good (morning|afternoon|evening)|thanks|thank you|bye)\b[\s!.?]*$",
-    "arithmetic": r"^\s*((what is|what's|calculate|compute)\s+)?[\d\s+\-*/().^%x×÷=]+\??\s*$",
+    "arithmetic": r"^(?=\D*\d)\s*((what is|what's|calculate|compute)\s+)?[\d\s+\-*/().^%x×÷=]+\??\s*$",
     "a writing or language task": r"^\s*(please\s+)?(write|compose|draft|rewrite|rephrase|paraphrase|translate|"
     r"summari[sz]e|correct|proofread|tell me a joke|make up)\b",
     "a creative request": r"\b(poem|haiku|limerick|joke|story|slogan)\b",
