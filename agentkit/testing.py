@@ -1,7 +1,9 @@
-"""Test doubles shipped with agentkit, for its own tests and for plugin authors.
+"""Test doubles and contract suites shipped with agentkit, for its own tests and for plugin authors.
 
 `FakeLLM` answers without a model: scripted replies, a function of the messages, or by default
-an answer that quotes and cites the first numbered evidence passage.
+an answer that quotes and cites the first numbered evidence passage. `WritableSourceContract` and
+`KnowledgeSourceContract` (from agentkit.contracts, loaded on first use since they need pytest)
+are the test suites every knowledge source passes.
 """
 
 from __future__ import annotations
@@ -137,3 +139,14 @@ class FakeLLM:
     def last_prompt(self) -> str:
         """The content of the last message of the most recent call."""
         return self.calls[-1][0][-1].content if self.calls else ""
+
+
+_CONTRACTS = ("KnowledgeSourceContract", "WritableSourceContract", "CORPUS")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CONTRACTS:
+        from agentkit import contracts
+
+        return getattr(contracts, name)
+    raise AttributeError(f"module 'agentkit.testing' has no attribute {name!r}")
