@@ -223,6 +223,61 @@ def show_config(obj: Context) -> None:
     click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip())
 
 
+@cli.group("eval")
+def eval_group() -> None:
+    """Measure retrieval quality on labelled data."""
+
+
+@eval_group.command("retrieval")
+@click.option("--corpus", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="BEIR corpus.jsonl (_id, title, text).")
+@click.option("--queries", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="BEIR queries.jsonl (_id, text).")
+@click.option("--qrels", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="BEIR qrels TSV (query-id, corpus-id, score).")
+@click.option("--source", "source_name", metavar="NAME", help="Evaluate this configured source (the corpus is ingested into it if writable). Default: a dedicated embedded store under DATA_DIR/eval.")
+@click.option("--chunk-tokens", type=int, default=512, show_default=True, help="Chunk size used when ingesting the corpus.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: ndcg@10, recall@100, mrr@10, ...")
+@click.option("--progress/--no-progress", default=True)
+@click.pass_obj
+def eval_retrieval(obj: Context, corpus: Path, queries: Path, qrels: Path, source_name: str | None, chunk_tokens: int, as_json: bool, progress: bool) -> None:
+    """nDCG@10, recall@100 and MRR@10 of a source on BEIR-layout data (ingests if needed)."""
+    import json as _json
+
+    from agentkit.eval_retrieval import corpus_key, evaluate_retrieval, load_qrels, load_queries
+    from agentkit.ingest.pipeline import ingest as run_ingest
+    from agentkit.knowledge.base import is_writable
+    from agentkit.plugins import build_source
+
+    cfg = obj.config
+    if source_name:
+        if source_name not in cfg.sources:
+            raise click.UsageError(f"no source named {source_name!r}; configured: {', '.join(cfg.sources) or 'none'}")
+        source = build_source(source_name, cfg.sources[source_name], cfg.data_dir)
+    else:
+        from agentkit.knowledge.qdrant import QdrantSource
+
+        source = QdrantSource("eval", f"evaluation store for {corpus.name}", path=cfg.data_dir / "eval", collection=corpus_key(corpus))
+    try:
+        note = ""
+        if is_writable(source):
+            report = run_ingest([corpus], source, chunk_tokens=chunk_tokens, overlap=min(cfg.ingest.chunk_overlap, chunk_tokens // 4), progress=progress)
+            note = report.summary()
+            if not as_json:
+                click.echo(note, err=True)
+        result = evaluate_retrieval(source, load_queries(queries), load_qrels(qrels))
+        result.ingest = note
+    finally:
+        closer = getattr(source, "close", None)
+        if closer:
+            closer()
+    if as_json:
+        click.echo(_json.dumps(result.to_dict(), indent=2))
+        return
+    click.echo(f"source {result.source}: {result.queries} judged queries")
+    click.echo(f"  nDCG@10     {result.ndcg_at_10:.4f}")
+    click.echo(f"  recall@100  {result.recall_at_100:.4f}")
+    click.echo(f"  MRR@10      {result.mrr_at_10:.4f}")
+    click.echo(f"  query median {result.median_query_ms:.2f} ms")
+
+
 def main() -> None:
     cli(prog_name="agentkit")
 
