@@ -184,6 +184,35 @@ def ingest(obj: Context, paths: tuple[Path, ...], source_name: str | None, chunk
 
 
 @cli.command()
+@click.argument("doc_ids", nargs=-1, required=True)
+@click.option("--source", "source_name", metavar="NAME", help="The source to delete from (default: ingest.source, else the first).")
+@click.pass_obj
+def delete(obj: Context, doc_ids: tuple[str, ...], source_name: str | None) -> None:
+    """Remove documents (every chunk) by document id, e.g. guide/install.md or a BEIR _id."""
+    from agentkit.ingest.pipeline import delete_documents
+    from agentkit.knowledge.base import is_writable
+    from agentkit.plugins import build_source
+
+    cfg = obj.config
+    name = source_name or cfg.ingest.source or next(iter(cfg.sources), "")
+    if name not in cfg.sources:
+        raise click.UsageError(f"no source named {name!r}; configured: {', '.join(cfg.sources) or 'none'}")
+    source = build_source(name, cfg.sources[name], cfg.data_dir)
+    try:
+        if not is_writable(source):
+            raise click.UsageError(f"source {name!r} is read-only")
+        removed = delete_documents(source, list(doc_ids))
+    finally:
+        closer = getattr(source, "close", None)
+        if closer:
+            closer()
+    for doc_id, n in removed.items():
+        click.echo(f"{doc_id}: removed {n} chunk(s)" if n else f"{doc_id}: not in {name!r}")
+    if not any(removed.values()):
+        sys.exit(1)
+
+
+@cli.command()
 @click.pass_obj
 def sources(obj: Context) -> None:
     """List the configured knowledge sources with their document counts."""

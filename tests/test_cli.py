@@ -90,3 +90,25 @@ def test_chat_repl_commands(fake_config: Path) -> None:
 def test_chat_keeps_going_after_an_error_and_ends_on_eof(fake_config: Path) -> None:
     out = run("--config", str(fake_config), "chat", "--route", "notes", input="what is agentkit?\nhello\n").output
     assert out.count("↳ notes") == 2  # forced route applies to every question; EOF ends the session
+
+
+def test_ingest_then_delete_by_document_id(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data_dir: {tmp_path / 'data'}\nllm: {{backend: fake}}\n"
+                   "sources:\n  docs: {type: qdrant, description: docs, collection: docs}\n")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "long.md").write_text("# Long\n\n" + "Tides follow the Moon. " * 300)
+    (corpus / "short.md").write_text("# Short\n\nBees dance.")
+    out = run("--config", str(cfg), "ingest", str(corpus), "--no-progress").output
+    assert "2 documents" in out
+    before = run("--config", str(cfg), "sources").output
+    result = run("--config", str(cfg), "delete", "long.md", "nope.md")
+    assert result.exit_code == 0
+    assert "nope.md: not in 'docs'" in result.output
+    n = int(result.output.split("long.md: removed ")[1].split()[0])
+    assert n > 1
+    after = run("--config", str(cfg), "sources").output
+    count = lambda text: int(text.split("qdrant ")[1].split()[0].replace(",", ""))  # noqa: E731
+    assert count(before) - count(after) == n and count(after) == 1
+    assert run("--config", str(cfg), "delete", "long.md").exit_code == 1  # already gone

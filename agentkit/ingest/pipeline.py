@@ -235,3 +235,25 @@ def _estimate_documents(filesets: Sequence[FileSet]) -> int:
             except OSError:
                 total += 1
     return total
+
+
+def delete_documents(source: WritableSource, doc_ids: Sequence[str]) -> dict[str, int]:
+    """Remove every chunk of each document; returns doc id -> chunks removed (0 = not stored).
+
+    Chunk 0 records how many chunks the document has, so the ids are known without a scan.
+    It goes last, for the same reason ingestion writes it last: an interrupted delete leaves the
+    document findable, and running the delete again finishes it.
+    """
+    removed: dict[str, int] = {}
+    for doc_id in doc_ids:
+        first = source.get([f"{doc_id}#0"])
+        if not first:
+            removed[doc_id] = 0
+            continue
+        n = _int(first[0].metadata.get("n_chunks"), 1)
+        rest = [f"{doc_id}#{i}" for i in range(1, n)]
+        if rest:
+            source.delete(rest)
+        source.delete([f"{doc_id}#0"])
+        removed[doc_id] = n
+    return removed
