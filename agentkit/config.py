@@ -158,7 +158,7 @@ def _describe(exc: ValidationError, origin: str, prefix: str, model: type[BaseMo
     lines = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
-        key = prefix + ".".join(loc)
+        key = (prefix + ".".join(loc)).rstrip(".") or "(top level)"
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, loc[:-1])
             msg = f"unknown key {loc[-1]!r}"

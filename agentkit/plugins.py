@@ -44,6 +44,7 @@ class _BuiltIns:
     def register_knowledge(self, register: Register) -> None:
         register("qdrant", "agentkit.knowledge.qdrant:QdrantSource")
         register("memory", "agentkit.knowledge.memory:MemorySource")
+        register("dictionary", "agentkit.knowledge.dictionary:DictionarySource")
         register("elasticsearch", "agentkit.knowledge.elasticsearch:ElasticsearchSource")
 
 
