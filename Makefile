@@ -22,3 +22,4 @@ bench:  ## print the benchmark tables (not part of the tests)
 	$(PYTHON) bench/overhead.py
 	$(PYTHON) bench/stream_throughput.py
 	$(PYTHON) bench/embedded_store.py
+	$(PYTHON) bench/hybrid_retrieval.py

@@ -1,4 +1,5 @@
-"""Behaviour of the Qdrant knowledge source on both embedded engines, and of its BM25 encoder.
+"""Behaviour of the Qdrant knowledge source on both embedded engines (BM25, dense and hybrid
+search), and of its BM25 encoder.
 
 Every store here is in memory or under tmp_path; no server is needed (an unreachable one is).
 """
@@ -8,10 +9,13 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from agentkit.errors import ConfigError, SourceUnavailable
+from agentkit.errors import ConfigError, KnowledgeSourceError, SourceUnavailable
 from agentkit.knowledge.base import WritableSource
+from agentkit.knowledge.embeddings import CachedEmbedder, EmbedderConfig, EmbeddingCache
+from agentkit.knowledge.fusion import CrossEncoderReranker
 from agentkit.knowledge.qdrant import QdrantSource, QdrantSourceConfig
 from agentkit.knowledge.sparse import BM25Encoder
 from agentkit.types import Passage
@@ -300,3 +304,173 @@ def test_encoder_rejects_bad_parameters() -> None:
         BM25Encoder(b=1.5)
     with pytest.raises(ConfigError, match="avg_len"):
         BM25Encoder(avg_len=0)
+
+
+# --- dense vectors and hybrid search --------------------------------------------------------
+
+#: Words of one meaning share a dimension, so the fake embedder matches paraphrases by meaning.
+CONCEPTS = {
+    "car": 0, "automobile": 0, "vehicle": 0, "engine": 0, "battery": 0, "start": 0,
+    "food": 1, "pasta": 1, "dinner": 1, "cooking": 1, "sauce": 1, "meal": 1,
+    "sea": 2, "boats": 2, "harbour": 2, "ocean": 2, "ships": 2, "port": 2,
+}  # fmt: skip
+
+
+class ConceptEmbedder:
+    """A deterministic stand-in for a sentence encoder: a bag of concepts, unit length."""
+
+    name = "concepts-v1"
+    dimension = 4
+
+    def __init__(self) -> None:
+        self.encoded: list[str] = []
+
+    def _vector(self, text: str) -> np.ndarray:
+        v = np.full(self.dimension, 0.01, dtype=np.float32)
+        for word in text.lower().replace(".", " ").replace(",", " ").split():
+            if word in CONCEPTS:
+                v[CONCEPTS[word]] += 1.0
+        return v / np.linalg.norm(v)
+
+    def embed_documents(self, texts):  # type: ignore[no-untyped-def]
+        self.encoded.extend(texts)
+        return np.stack([self._vector(t) for t in texts])
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self._vector(text)
+
+
+HYBRID_CORPUS = [
+    Passage("car", "The automobile would not start because its battery was flat.", metadata={"lang": "en"}),
+    Passage("cook", "She boiled pasta and made a tomato sauce for dinner.", metadata={"lang": "en"}),
+    Passage("sea", "The sea was calm and the boats stayed in the harbour.", metadata={"lang": "de"}),
+    Passage("fleet", "Ships of the fleet carried food and a list of names.", metadata={"lang": "de"}),
+]
+PARAPHRASE = "vehicle engine trouble"  # shares no word with the "car" passage
+
+
+def hybrid_source(engine: str, mode: str | None = None, **kwargs) -> QdrantSource:  # type: ignore[no-untyped-def]
+    src = QdrantSource("docs", engine=engine, embedder=kwargs.pop("embedder", ConceptEmbedder()), mode=mode, **kwargs)
+    src.add(HYBRID_CORPUS)
+    return src
+
+
+def test_mode_defaults_to_hybrid_with_an_embedder() -> None:
+    assert QdrantSource("docs").mode == "bm25"
+    assert QdrantSource("docs", embedder=ConceptEmbedder()).mode == "hybrid"
+    assert QdrantSource("docs", dense=EmbedderConfig()).mode == "hybrid"
+    with pytest.raises(ConfigError, match="mode 'dense' needs a dense encoder"):
+        QdrantSource("docs", mode="dense")
+    with pytest.raises(ValueError, match="weights"):
+        QdrantSourceConfig(dense=EmbedderConfig(), weights=(0, 0))
+
+
+def test_paraphrase_found_by_dense_and_hybrid_but_not_bm25(engine: str) -> None:
+    for mode, expected in (("bm25", []), ("dense", ["car"]), ("hybrid", ["car"])):
+        with hybrid_source(engine, mode) as src:
+            assert ids(src.search(PARAPHRASE, k=1)) == expected, mode
+
+
+def test_hybrid_puts_a_passage_both_retrievers_like_first(engine: str) -> None:
+    # "fleet" has the word "ships" (BM25) but is less about the sea (dense) than "sea", which BM25 misses.
+    with hybrid_source(engine, "dense") as dense:
+        assert ids(dense.search("ships", k=2))[0] == "sea"
+    with hybrid_source(engine, "hybrid") as src:
+        hits = src.search("ships", k=2)
+        assert ids(hits) == ["fleet", "sea"]
+        assert hits[0].score > hits[1].score > 0
+
+
+def test_hybrid_with_only_stopwords_falls_back_to_dense(engine: str) -> None:
+    with hybrid_source(engine) as src:
+        # No BM25 term survives; the dense half still answers (a 4-d fake puts something first).
+        assert len(src.search("the and of", k=2)) == 2
+    with hybrid_source(engine, "bm25") as src:
+        assert src.search("the and of", k=2) == []
+
+
+def test_filters_apply_in_dense_and_hybrid_modes(engine: str) -> None:
+    for mode in ("dense", "hybrid"):
+        with hybrid_source(engine, mode) as src:
+            assert set(ids(src.search("boats harbour", k=5, filters={"lang": "en"}))) == {"car", "cook"}, mode
+            assert ids(src.search("boats harbour", k=1, filters={"lang": "de"})) == ["sea"], mode
+
+
+def test_same_hybrid_ranking_and_scores_on_both_engines() -> None:
+    results = {}
+    for eng in ENGINES:
+        with hybrid_source(eng, rrf_k=10, weights=(1.0, 2.0)) as src:
+            results[eng] = [(p.id, round(p.score, 5)) for p in src.search("harbour boats dinner", k=4)]
+    assert results["edge"] == results["client"]
+    assert results["edge"][0][0] == "sea"
+
+
+def test_dense_vectors_survive_reopening(engine: str, tmp_path: Path) -> None:
+    with hybrid_source(engine, "dense", path=tmp_path) as src:
+        assert src.count() == len(HYBRID_CORPUS)
+    with QdrantSource("docs", path=tmp_path, engine=engine, embedder=ConceptEmbedder(), mode="dense") as again:
+        assert ids(again.search(PARAPHRASE, k=1)) == ["car"]
+
+
+def test_a_bm25_only_collection_asks_for_a_reingest(engine: str, tmp_path: Path) -> None:
+    with QdrantSource("docs", path=tmp_path, engine=engine) as old:
+        old.add(HYBRID_CORPUS)
+    newer = QdrantSource("docs", path=tmp_path, engine=engine, embedder=ConceptEmbedder())
+    with pytest.raises(KnowledgeSourceError, match="without dense vectors.*re-ingest into a new collection"):
+        newer.search("boats")
+    newer.close()
+    with QdrantSource("docs", path=tmp_path, engine=engine) as same:  # BM25 alone still works
+        assert ids(same.search("boats", k=1)) == ["sea"]
+
+
+def test_a_collection_of_another_dimension_is_refused(engine: str, tmp_path: Path) -> None:
+    with hybrid_source(engine, path=tmp_path):
+        pass
+
+    class Wider(ConceptEmbedder):
+        dimension = 8
+
+    src = QdrantSource("docs", path=tmp_path, engine=engine, embedder=Wider())
+    with pytest.raises(KnowledgeSourceError, match="4-dimensional dense vectors.*makes 8-dimensional"):
+        src.count()
+    src.close()
+
+
+def test_reingest_encodes_only_changed_passages() -> None:
+    inner = ConceptEmbedder()
+    cached = CachedEmbedder(inner, EmbeddingCache())
+    with hybrid_source("edge", embedder=cached) as src:
+        assert len(inner.encoded) == len(HYBRID_CORPUS)
+        src.add([*HYBRID_CORPUS[:3], Passage("fleet", "Ships and boats of the fleet.")])
+        assert inner.encoded[len(HYBRID_CORPUS) :] == ["Ships and boats of the fleet."]
+
+
+def test_from_config_caches_vectors_under_data_dir(tmp_path: Path) -> None:
+    config = QdrantSourceConfig.model_validate({"dense": {"model": "all-MiniLM-L6-v2", "batch_size": 8}})
+    src = QdrantSource.from_config("docs", config, tmp_path)
+    assert src.mode == "hybrid"
+    assert isinstance(src.embedder, CachedEmbedder)
+    assert src.embedder.cache.directory == tmp_path / "embeddings"
+    assert src.embedder.dimension == 384
+    no_cache = QdrantSourceConfig(dense=EmbedderConfig(cache=False), mode="bm25")
+    assert not isinstance(QdrantSource.from_config("docs", no_cache, tmp_path).embedder, CachedEmbedder)
+
+
+def test_a_reranker_reorders_what_the_source_found(engine: str) -> None:
+    class PreferDinner(CrossEncoderReranker):
+        def score(self, query: str, texts):  # type: ignore[no-untyped-def]
+            return [1.0 if "dinner" in t else 0.0 for t in texts]
+
+    with hybrid_source(engine, "bm25", reranker=PreferDinner("/unused", top_k=10)) as src:
+        hits = src.search("the sea and a dinner of pasta by the harbour", k=2)
+        assert ids(hits)[0] == "cook"
+        assert "first_stage_score" in hits[0].metadata
+
+
+@pytest.mark.real_model
+def test_real_encoder_finds_the_paraphrase_only_with_dense_vectors() -> None:
+    with QdrantSource("docs", dense=EmbedderConfig(cache=False)) as src:
+        src.add(HYBRID_CORPUS)
+        for mode, expected in (("bm25", []), ("dense", ["car"]), ("hybrid", ["car"])):
+            src.mode = mode  # type: ignore[assignment]
+            assert ids(src.search("Why won't my vehicle's motor turn over?", k=1)) == expected, mode

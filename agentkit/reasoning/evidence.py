@@ -4,27 +4,21 @@ and order them so the most relevant sit first and last (models read the middle l
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
+from agentkit.knowledge.fusion import rrf
 from agentkit.types import Passage
 
-RRF_K = 60
-
-
-def merge_ranked(results: Sequence[Sequence[Passage]]) -> list[Passage]:
-    """Merge per-source rankings by reciprocal rank (scores of different sources don't compare)."""
+def merge_ranked(results: Sequence[Sequence[Passage]], weights: Sequence[float] | None = None) -> list[Passage]:
+    """Per-source rankings into one: a single ranking as it is, several fused by weighted
+    reciprocal rank (knowledge/fusion.py), since scores of different sources don't compare."""
     if len(results) == 1:
         return list(results[0])
-    keyed: list[tuple[float, float, int, Passage]] = []
-    for ranking in results:
-        for rank, p in enumerate(ranking):
-            keyed.append((1.0 / (RRF_K + rank + 1), p.score, -len(keyed), p))
-    keyed.sort(key=lambda t: (t[0], t[1], t[2]), reverse=True)
-    return [t[3] for t in keyed]
+    return rrf(results, weights)
 
 
-def deduplicate(passages: Sequence[Passage]) -> list[Passage]:
+def deduplicate(passages: Iterable[Passage]) -> list[Passage]:
     """Keep the first of passages sharing an id or the same whitespace-normalised text."""
     seen_ids: set[str] = set()
     seen_text: set[str] = set()
@@ -75,5 +69,7 @@ def assemble(
     min_score: float = 0.0,
 ) -> list[Passage]:
     """The evidence the model sees, in display order: merged, deduplicated, budgeted, reordered."""
-    ranked = deduplicate(p for p in merge_ranked(results) if p.score > min_score or min_score == 0.0)
+    if min_score > 0:
+        results = [[p for p in ranking if p.score > min_score] for ranking in results]
+    ranked = deduplicate(merge_ranked(results))
     return edges_first(fit_budget(ranked, budget, count_tokens))
