@@ -262,11 +262,12 @@ def eval_group() -> None:
 @click.option("--queries", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="BEIR queries.jsonl (_id, text).")
 @click.option("--qrels", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="BEIR qrels TSV (query-id, corpus-id, score).")
 @click.option("--source", "source_name", metavar="NAME", help="Evaluate this configured source (the corpus is ingested into it if writable). Default: a dedicated embedded store under DATA_DIR/eval.")
+@click.option("--mode", type=click.Choice(["bm25", "dense", "hybrid"]), default="bm25", show_default=True, help="Retrieval of the dedicated store (dense and hybrid encode the corpus once: minutes).")
 @click.option("--chunk-tokens", type=int, default=512, show_default=True, help="Chunk size used when ingesting the corpus.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: ndcg@10, recall@100, mrr@10, ...")
 @click.option("--progress/--no-progress", default=True)
 @click.pass_obj
-def eval_retrieval(obj: Context, corpus: Path, queries: Path, qrels: Path, source_name: str | None, chunk_tokens: int, as_json: bool, progress: bool) -> None:
+def eval_retrieval(obj: Context, corpus: Path, queries: Path, qrels: Path, source_name: str | None, mode: str, chunk_tokens: int, as_json: bool, progress: bool) -> None:
     """nDCG@10, recall@100 and MRR@10 of a source on BEIR-layout data (ingests if needed)."""
     import json as _json
 
@@ -281,9 +282,16 @@ def eval_retrieval(obj: Context, corpus: Path, queries: Path, qrels: Path, sourc
             raise click.UsageError(f"no source named {source_name!r}; configured: {', '.join(cfg.sources) or 'none'}")
         source = build_source(source_name, cfg.sources[source_name], cfg.data_dir)
     else:
+        from agentkit.knowledge.embeddings import EmbedderConfig
         from agentkit.knowledge.qdrant import QdrantSource
 
-        source = QdrantSource("eval", f"evaluation store for {corpus.name}", path=cfg.data_dir / "eval", collection=corpus_key(corpus))
+        dense = None if mode == "bm25" else EmbedderConfig()
+        # Dense stores get their own collection: a BM25-only one cannot take vectors later.
+        collection = corpus_key(corpus) + ("" if dense is None else "-dense")
+        source = QdrantSource(
+            "eval", f"evaluation store for {corpus.name}", path=cfg.data_dir / "eval", collection=collection,
+            dense=dense, mode=mode, cache_dir=cfg.data_dir / "embeddings",
+        )
     try:
         note = ""
         if is_writable(source):

@@ -67,3 +67,15 @@ def test_scifact_bm25_meets_the_published_range(tmp_path: Path) -> None:
     data = json.loads(result.output)
     assert data["queries"] == 300
     assert data["ndcg@10"] >= 0.67  # published BM25: 0.665 to 0.690
+
+
+@pytest.mark.real_model  # loads the bundled ONNX sentence encoder
+def test_cli_hybrid_mode_on_a_tiny_corpus(tmp_path: Path) -> None:
+    corpus, queries, qrels = write_beir(tmp_path)
+    args = ["--data-dir", str(tmp_path / "data"), "eval", "retrieval", "--mode", "hybrid", "--corpus", str(corpus),
+            "--queries", str(queries), "--qrels", str(qrels), "--json", "--no-progress"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["queries"] == 2 and data["ndcg@10"] == 1.0
+    assert (tmp_path / "data" / "embeddings").exists()  # vectors cached for the next run
