@@ -34,7 +34,6 @@ from agentkit.types import (
     Step,
     StepEvent,
     TokenEvent,
-    Usage,
     WarningEvent,
 )
 
