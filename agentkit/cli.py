@@ -220,7 +220,8 @@ def sources(obj: Context) -> None:
 
     cfg = obj.config
     click.echo(f"config: {cfg.origin}")
-    click.echo(f"  {'parametric':<14} model  {_model_label(cfg)}")
+    width = max([len("model"), *(len(str(s["type"])) for s in cfg.sources.values())])
+    click.echo(f"  {'parametric':<14} {'model':<{width}} {_model_label(cfg)}")
     for name, spec in cfg.sources.items():
         source = build_source(name, spec, cfg.data_dir)
         try:
@@ -231,7 +232,7 @@ def sources(obj: Context) -> None:
             closer = getattr(source, "close", None)
             if closer:
                 closer()
-        click.echo(f"  {name:<14} {spec['type']:<6} {count} — {spec.get('description', '').strip()}")
+        click.echo(f"  {name:<14} {spec['type']:<{width}} {count} — {spec.get('description', '').strip()}")
 
 
 def _model_label(cfg: Config) -> str:
