@@ -22,6 +22,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from agentkit.eval_retrieval import load_qrels, load_queries
 from agentkit.eval_metrics import mrr_at_k, ndcg_at_k, recall_at_k
 from agentkit.types import Passage
 
@@ -40,26 +41,16 @@ class Row:
     mrr: float
 
 
-def load_scifact(data: Path) -> tuple[list[Passage], dict[str, str], dict[str, dict[str, int]]]:
+def load_scifact(data: Path) -> tuple[list[Passage], dict[str, str], dict[str, dict[str, float]]]:
     passages = []
     with open(data / "corpus.jsonl", encoding="utf-8") as fh:
         for line in fh:
             doc = json.loads(line)
             # Whole documents, title and abstract as one passage, as BEIR's BM25 baselines index them.
             passages.append(Passage(id=str(doc["_id"]), text=doc.get("text", ""), title=doc.get("title", "")))
-    queries = {}
-    with open(data / "queries.jsonl", encoding="utf-8") as fh:
-        for line in fh:
-            q = json.loads(line)
-            queries[str(q["_id"])] = q["text"]
-    qrels: dict[str, dict[str, int]] = {}
-    with open(data / "qrels.tsv", encoding="utf-8") as fh:
-        next(fh)  # header: query-id corpus-id score
-        for line in fh:
-            qid, cid, score = line.rstrip("\n").split("\t")
-            qrels.setdefault(qid, {})[cid] = int(score)
+    queries = load_queries(data / "queries.jsonl")
     # Only the judged (test) queries count.
-    qrels = {qid: rel for qid, rel in qrels.items() if qid in queries}
+    qrels = {qid: rel for qid, rel in load_qrels(data / "qrels.tsv").items() if qid in queries}
     return passages, queries, qrels
 
 

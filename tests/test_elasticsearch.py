@@ -26,13 +26,13 @@ import pytest
 
 from agentkit.errors import ConfigError, IngestError, KnowledgeSourceError, SourceUnavailable
 from agentkit.knowledge.base import WritableSource
+from agentkit.knowledge.fusion import rrf
 from agentkit.knowledge.elasticsearch import (
     MAX_QUERY_WORDS,
     BulkIngestError,
     ElasticsearchSource,
     ElasticsearchSourceConfig,
     filter_clauses,
-    reciprocal_rank_fusion,
 )
 from agentkit.testing import WritableSourceContract
 from agentkit.types import Passage
@@ -627,10 +627,10 @@ def test_fusion_server_reports_the_licence(loaded: FakeCluster) -> None:
 
 def test_reciprocal_rank_fusion() -> None:
     a, b, c = (Passage(i, i) for i in "abc")
-    fused = reciprocal_rank_fusion([[a, b], [b, c]], k=5, rank_constant=1)
+    fused = rrf([[a, b], [b, c]], k=1, limit=5)
     assert ids(fused) == ["b", "a", "c"]
     assert [p.score for p in fused] == pytest.approx([1 / 3 + 1 / 2, 1 / 2, 1 / 3])
-    assert ids(reciprocal_rank_fusion([[a, b], [b, a]], k=1)) == ["a"]  # a tie keeps first appearance
+    assert ids(rrf([[a, b], [b, a]], limit=1)) == ["a"]  # a tie keeps first appearance
 
 
 # --- connection, credentials, errors ------------------------------------------------------

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from agentkit.errors import AgentkitError, ConfigError, IngestError, KnowledgeSourceError, SourceUnavailable
 from agentkit.knowledge.base import Filters
+from agentkit.knowledge.fusion import rrf
 from agentkit.types import Passage
 
 if TYPE_CHECKING:
@@ -722,7 +723,7 @@ class ElasticsearchSource:
         window = max(self.rank_window_size, k)
         lexical = self._hits(self.bm25_body(query, window, clauses))
         dense = self._hits(self.knn_body(vector, window, clauses))
-        return reciprocal_rank_fusion([lexical, dense], k, rank_constant=self.rank_constant)
+        return rrf([lexical, dense], k=self.rank_constant, limit=k)
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -850,25 +851,6 @@ class ElasticsearchSource:
 
 
 # --- fusion -------------------------------------------------------------------------------
-
-
-def reciprocal_rank_fusion(rankings: Sequence[Sequence[Passage]], k: int, rank_constant: int = 60) -> list[Passage]:
-    """The `k` best passages of several rankings by RRF: each scores the sum of 1/(rank_constant + rank).
-
-    Ranks start at 1, as in Elasticsearch's own RRF; ties keep the order of first appearance.
-    """
-    scores: dict[str, float] = {}
-    first: dict[str, Passage] = {}
-    for ranking in rankings:
-        for rank, p in enumerate(ranking, start=1):
-            scores[p.id] = scores.get(p.id, 0.0) + 1.0 / (rank_constant + rank)
-            first.setdefault(p.id, p)
-    order = sorted(scores, key=lambda pid: -scores[pid])  # stable: ties in first-seen order
-    out = []
-    for pid in order[:k]:
-        p = first[pid]
-        out.append(Passage(p.id, p.text, p.title, p.source, scores[pid], p.metadata, p.uri))
-    return out
 
 
 # --- documents and filters ----------------------------------------------------------------
