@@ -4,7 +4,7 @@ DICT_PACKAGES := dictd dict-wn dict-gcide dict-foldoc
 
 .PHONY: install test bench
 
-install:  ## a real DICT server and dictionaries for the tests (Debian), then agentkit and its test tools
+install:  ## a real DICT server and dictionaries for the tests (Debian), then agentkit, its plugins under plugins/ and its test tools
 	@if dpkg -s $(DICT_PACKAGES) >/dev/null 2>&1; then \
 	  echo "dictd and dictionaries: already installed"; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
@@ -12,7 +12,7 @@ install:  ## a real DICT server and dictionaries for the tests (Debian), then ag
 	else \
 	  echo "note: install $(DICT_PACKAGES) with your package manager (as root) to run the dictionary tests; they skip otherwise"; \
 	fi
-	$(PYTHON) -m pip install -e ".[dev]"
+	$(PYTHON) -m pip install -e ".[dev]" $(foreach p,$(sort $(dir $(wildcard plugins/*/pyproject.toml))),-e $(p))
 
 test:  ## run the whole test suite (exit status 5, "no tests collected", counts as a failure)
 	$(PYTHON) -m pytest

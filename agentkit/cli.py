@@ -54,8 +54,51 @@ def _fail(exc: BaseException) -> None:
     sys.exit(2)
 
 
+#: Commands that live in their own modules, imported only when run (or listed by --help).
+LAZY_COMMANDS = {
+    "router": ("agentkit.routing.cli:router_group", "Fit and inspect the router."),
+    "serve": ("agentkit.server.cli:serve", "Serve the agent behind an OpenAI-compatible HTTP API."),
+    "mcp": ("agentkit.mcp_server:mcp_command", "Serve the knowledge sources as MCP tools over stdio."),
+    "plugins": ("agentkit.plugin_cli:plugins_command", "List installed plugins and what they registered."),
+    "plugin": ("agentkit.plugin_cli:plugin_group", "Write a new plugin skeleton."),
+    "sessions": ("agentkit.sessions:sessions_group", "List and export saved chat sessions."),
+}
+
+
+def _load_command(target: str) -> click.Command:
+    import importlib
+
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 class _Group(click.Group):
-    """Turns agentkit's own errors into one clear line and exit status 2, without a traceback."""
+    """Turns agentkit's own errors into one clear line and exit status 2, without a traceback.
+
+    Commands in LAZY_COMMANDS are imported when used, so `agentkit --help` stays fast.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is None and name in LAZY_COMMANDS:
+            command = _load_command(LAZY_COMMANDS[name][0])
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in LAZY_COMMANDS and name not in self.commands:
+                rows.append((name, LAZY_COMMANDS[name][1]))
+                continue
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(formatter.width - 6 - max(map(len, self.commands)))))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         from agentkit.errors import AgentkitError

@@ -69,6 +69,8 @@ class Config(_Strict):
     router: RouterConfig = Field(default_factory=RouterConfig)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    #: Tools the agent may call (names registered by plugins through `register_tools`).
+    tools: list[str] = Field(default_factory=list)
     #: Where this config was read from (not a key in the file).
     origin: str = Field("<defaults>", exclude=True)
 
