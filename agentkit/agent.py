@@ -90,13 +90,12 @@ class Agent:
         """Build an agent from a YAML file (or a loaded Config); `None` uses the default lookup."""
         from agentkit.config import Config, load_config
         from agentkit.plugins import build_llm, build_source
-        from agentkit.routing.simple import SimpleRouter
+        from agentkit.routing.build import build_router
 
         cfg = config if isinstance(config, Config) else load_config(config)
         llm = overrides.pop("llm", None) or build_llm(cfg.llm)
         sources = {name: build_source(name, spec, cfg.data_dir) for name, spec in cfg.sources.items()}
-        r = cfg.router
-        router = SimpleRouter(r.parametric_patterns, r.dictionary_patterns, r.description_threshold)
+        router = overrides.pop("router", None) or build_router(cfg, llm)
         return cls(llm, sources, router=router, settings=cfg.agent, config=cfg, **overrides)
 
     # --- public API ------------------------------------------------------------------------
