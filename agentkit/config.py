@@ -39,16 +39,57 @@ class AgentSettings(_Strict):
     source_timeout: float = Field(30.0, gt=0, description="Seconds before a source's search is abandoned.")
 
 
-class RouterConfig(_Strict):
-    """The first, simple router: rules, then similarity to each source's description."""
+class RuleSet(_Strict):
+    """Rules that send a question to one target (a source name, or `parametric`)."""
 
-    policy: Literal["simple"] = "simple"
-    #: Extra regular expressions (case-insensitive) for questions the model answers alone.
+    #: label -> regular expression (case-insensitive); a plain list uses each pattern as its label.
+    patterns: dict[str, str] | list[str] = Field(default_factory=dict)
+    #: Words that must all occur in the question (compared after stemming).
+    keywords: list[str] = Field(default_factory=list)
+
+
+class SemanticSettings(_Strict):
+    #: `minilm` (the bundled ONNX encoder, ~4 ms a question) or `lexical` (no model).
+    embedder: str = "minilm"
+    #: Below this similarity to every target the policy abstains.
+    threshold: float = Field(0.3, ge=-1.0, le=1.0)
+    #: The model alone only wins by this margin over the closest source.
+    parametric_margin: float = Field(0.12, ge=0.0, le=2.0)
+
+
+class ConfidenceSettings(_Strict):
+    max_tokens: int = Field(16, ge=1, le=256)
+    #: A closed-book draft with a mean token log-probability at or above this counts as known.
+    min_mean_logprob: float = Field(-1.0, le=0.0)
+
+
+ROUTING_POLICIES = ("rules", "dictionary", "semantic", "probe", "confidence", "judge")
+
+
+class RouterConfig(_Strict):
+    """How each question is routed: see agentkit/routing/ and `agentkit eval routing`."""
+
+    #: auto: the policies below as a cascade; learned: a combiner fitted by `agentkit router fit`;
+    #: simple: the first router (rules, then description overlap).
+    policy: Literal["auto", "learned", "simple"] = "auto"
+    #: Cascade order. Built-ins: rules, dictionary, semantic, probe (fast); confidence, judge (call the model).
+    policies: list[str] = Field(default_factory=lambda: ["rules", "dictionary", "semantic", "probe"])
+    #: Extra rules per target; the packaged ones (routing/rules.yaml) always apply.
+    rules: dict[str, RuleSet] = Field(default_factory=dict)
+    #: Example questions per target (a source name or `parametric`) for the semantic policy.
+    examples: dict[str, list[str]] = Field(default_factory=dict)
+    semantic: SemanticSettings = Field(default_factory=SemanticSettings)
+    #: Passages each source returns to the retrieval probe.
+    probe_k: int = Field(3, ge=1, le=50)
+    confidence: ConfidenceSettings = Field(default_factory=ConfidenceSettings)
+    #: The learned combiner's file (policy: learned); relative to the config file's folder.
+    model: str = "router.json"
+    #: simple only: extra regular expressions for questions the model answers alone.
     parametric_patterns: list[str] = Field(default_factory=list)
-    #: Extra regular expressions for definitional questions, sent to dictionary sources.
+    #: simple only: extra regular expressions for definitional questions.
     dictionary_patterns: list[str] = Field(default_factory=list)
-    #: Sources whose description overlaps the question less than this are still searched when
-    #: no source clears it; the confidence reported reflects the overlap.
+    #: simple only: sources whose description overlaps the question less than this are still searched
+    #: when no source clears it; the confidence reported reflects the overlap.
     description_threshold: float = Field(0.15, ge=0.0, le=1.0)
 
 
@@ -141,6 +182,14 @@ def validate_config(raw: dict[str, Any], origin: str = "<dict>") -> Config:
             )
         cls = reg.knowledge(kind, origin=origin, where=f"sources.{name}.type")
         config.sources[name] = _validate_part(cls.config_model, spec, origin, f"sources.{name}.").model_dump()
+    known = {"parametric", *config.sources}
+    for key in ("rules", "examples"):
+        unknown = [t for t in getattr(config.router, key) if t not in known]
+        if unknown:
+            raise ConfigError(
+                f"{origin}: router.{key}: no source named {', '.join(map(repr, unknown))}; "
+                f"targets are 'parametric' or one of: {', '.join(config.sources) or 'none configured'}"
+            )
     if config.ingest.source and config.ingest.source not in config.sources:
         raise ConfigError(
             f"{origin}: ingest.source: no source named {config.ingest.source!r}; "
