@@ -1,0 +1,172 @@
+"""The LlamaIndex bridge, both directions, against real llama-index-core objects (no imitations).
+
+VectorStoreIndex with MockEmbedding, and a bag-of-words BaseEmbedding for the contract suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import re
+
+import pytest
+
+pytest.importorskip("llama_index.core")
+
+from llama_index.core import VectorStoreIndex
+from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.base.response.schema import Response
+from llama_index.core.embeddings import MockEmbedding
+from llama_index.core.llms import MockLLM
+from llama_index.core.query_engine import RetrieverQueryEngine
+from llama_index.core.schema import NodeWithScore, TextNode
+
+from agentkit import Agent, MemorySource
+from agentkit.integrations.llama_index import (
+    AgentkitLlamaRetriever,
+    LlamaIndexSource,
+    WritableLlamaIndexSource,
+    as_query_engine,
+)
+from agentkit.knowledge.base import KnowledgeSource, WritableSource
+from agentkit.testing import (
+    CORPUS,
+    FakeLLM,
+    KnowledgeSourceContract,
+    WritableSourceContract,
+)
+
+
+class BagOfWordsEmbedding(BaseEmbedding):
+    """Hashed word counts, L2-normalised: a real LlamaIndex embedding whose cosine means word overlap."""
+
+    def _vec(self, text: str) -> list[float]:
+        v = [0.0] * 4096
+        for w in re.findall(r"\w+", text.lower()):
+            v[int(hashlib.md5(w.encode()).hexdigest(), 16) % 4096] += 1.0
+        norm = math.sqrt(sum(x * x for x in v)) or 1.0
+        return [x / norm for x in v]
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self._vec(query)
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._vec(query)
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self._vec(text)
+
+
+def corpus_nodes() -> list[TextNode]:
+    return [TextNode(id_=p.id, text=p.text, metadata={**p.metadata, "title": p.title, "uri": p.uri}) for p in CORPUS]
+
+
+def mock_index() -> VectorStoreIndex:
+    return VectorStoreIndex(corpus_nodes(), embed_model=MockEmbedding(embed_dim=16))
+
+
+@pytest.fixture()
+def memory() -> MemorySource:
+    src = MemorySource("notes", "earth science, software, biology")
+    src.add(CORPUS)
+    return src
+
+
+# --- LlamaIndex -> agentkit -----------------------------------------------------------------
+
+
+class TestVectorStoreIndexContract(WritableSourceContract):
+    """A real VectorStoreIndex behind LlamaIndexSource passes agentkit's writable contract."""
+
+    @pytest.fixture()
+    def source(self) -> LlamaIndexSource:
+        index = VectorStoreIndex([], embed_model=BagOfWordsEmbedding())
+        return LlamaIndexSource(index, name="li", min_score=1e-6)
+
+
+class TestRetrieverContract(KnowledgeSourceContract):
+    """A plain LlamaIndex retriever (read-only) passes the read contract."""
+
+    @pytest.fixture()
+    def source(self) -> LlamaIndexSource:
+        index = VectorStoreIndex(corpus_nodes(), embed_model=BagOfWordsEmbedding())
+        return LlamaIndexSource(index.as_retriever(similarity_top_k=5), name="li-retriever")
+
+
+def test_index_source_is_writable_and_retriever_source_is_not() -> None:
+    index = mock_index()
+    assert isinstance(LlamaIndexSource(index), WritableLlamaIndexSource)
+    assert isinstance(LlamaIndexSource(index), WritableSource)
+    read_only = LlamaIndexSource(index, writable=False)
+    assert isinstance(read_only, KnowledgeSource) and not isinstance(read_only, WritableSource)
+    assert not isinstance(LlamaIndexSource(index.as_retriever()), WritableSource)
+
+
+def test_nodes_become_passages_with_node_ids() -> None:
+    src = LlamaIndexSource(mock_index(), name="li")
+    found = src.search("anything", k=5)
+    assert {p.id for p in found} == {p.id for p in CORPUS}  # MockEmbedding: every node ties
+    tides = next(p for p in found if p.id == "tides#0")
+    assert (tides.title, tides.uri, tides.source, tides.text) == ("Tides", "doc://tides#chunk=0", "li", CORPUS[0].text)
+    assert tides.metadata == {"topic": "earth", "year": 2020}
+    assert [p.id for p in src.search("anything", k=5)] == [p.id for p in found]
+
+
+def test_filters_on_index_and_on_retriever() -> None:
+    index = mock_index()
+    for src in (LlamaIndexSource(index), LlamaIndexSource(index.as_retriever(similarity_top_k=5))):
+        assert {p.id for p in src.search("x", k=5, filters={"topic": "biology"})} == {"bees#0", "coffee#0"}
+        found = src.search("x", k=5, filters={"topic": ["earth", "software"], "year": 2021})
+        assert {p.id for p in found} == {"volcano#0", "rust#0"}
+        assert src.search("x", k=5, filters={"topic": "nothing"}) == []
+
+
+def test_agent_cites_the_passage_from_the_llama_index() -> None:
+    index = VectorStoreIndex(corpus_nodes(), embed_model=BagOfWordsEmbedding())
+    agent = Agent(FakeLLM(), [LlamaIndexSource(index, name="li", description="earth science facts")])
+    answer = agent.ask("What causes the tides of the oceans?", route=["li"])
+    assert answer.cited_ids == ["tides#0"] and answer.citations[0].passage.source == "li"
+
+
+# --- agentkit -> LlamaIndex -----------------------------------------------------------------
+
+
+def test_retriever_over_memory_source(memory: MemorySource) -> None:
+    retriever = AgentkitLlamaRetriever(memory, k=3)
+    assert isinstance(retriever, BaseRetriever)
+    found = retriever.retrieve("What causes the tides of the oceans?")
+    assert isinstance(found[0], NodeWithScore) and found[0].node.node_id == "tides#0"
+    assert found[0].score and found[0].score > 0 and len(found) <= 3
+    assert found[0].node.metadata["source"] == "notes" and found[0].node.metadata["uri"] == "doc://tides#chunk=0"
+    afound = asyncio.run(retriever.aretrieve("What causes the tides of the oceans?"))
+    assert [n.node.node_id for n in afound] == [n.node.node_id for n in found]
+    biology = AgentkitLlamaRetriever(memory, filters={"topic": "biology"}).retrieve("bees coffee seeds flowers")
+    assert {n.node.node_id for n in biology} == {"bees#0", "coffee#0"}
+
+
+def test_retriever_in_a_llama_index_query_engine(memory: MemorySource) -> None:
+    engine = RetrieverQueryEngine.from_args(AgentkitLlamaRetriever(memory, k=1), llm=MockLLM())
+    response = engine.query("What causes the tides of the oceans?")
+    assert [n.node.node_id for n in response.source_nodes] == ["tides#0"]
+    assert "gravitational pull" in str(response)  # MockLLM echoes the prompt, evidence included
+
+
+def test_agent_as_query_engine(memory: MemorySource) -> None:
+    engine = as_query_engine(Agent(FakeLLM(), [memory]))
+    response = engine.query("What causes the tides of the oceans?")
+    assert isinstance(response, Response) and "[1]" in str(response)
+    assert response.source_nodes[0].node.node_id == "tides#0"
+    assert response.metadata and response.metadata["cited_ids"] == ["tides#0"]
+    aresponse = asyncio.run(engine.aquery("What causes the tides of the oceans?"))
+    assert aresponse.metadata and aresponse.metadata["cited_ids"] == ["tides#0"]
+
+
+def test_errors_name_the_input() -> None:
+    with pytest.raises(TypeError, match="KnowledgeSource"):
+        AgentkitLlamaRetriever("not a source")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="index or retriever"):
+        LlamaIndexSource(object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="agentkit Agent"):
+        as_query_engine(object())  # type: ignore[arg-type]
