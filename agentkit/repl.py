@@ -1,13 +1,16 @@
 """The chat REPL behind `agentkit chat`: streamed answers, sources, slash commands, Ctrl-C handling.
 
 With a terminal it uses prompt_toolkit (line editing, history); otherwise it reads lines from stdin.
+With a SessionStore and a session name, every turn is saved as it happens and resumed next time.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,13 +18,16 @@ from agentkit.agent import Agent
 from agentkit.errors import AgentkitError
 from agentkit.types import PARAMETRIC, Answer, AnswerEvent, Message, RouteEvent, TokenEvent, WarningEvent
 
+if TYPE_CHECKING:
+    from agentkit.sessions import AnswerWriter, SessionStore
+
 HELP = """\
 Commands:
   /sources        the numbered passages behind the last answer, and the configured sources
   /route [NAME…]  show the last route; with names, force the route (a source or 'parametric');
                   '/route auto' lets the router decide again
   /why            the signals behind the last route
-  /reset          forget the conversation so far
+  /reset          forget the conversation so far (in a saved session: archive it, start afresh)
   /help           this text
   /exit           leave (Ctrl-D works too)
 Ctrl-C stops an answer being generated and keeps the session."""
@@ -38,10 +44,22 @@ class Repl:
         routes: list[str] | None = None,
         history_file: str | None = None,
         read_line: Callable[[str], str] | None = None,
+        store: SessionStore | None = None,
+        session: str | None = None,
     ) -> None:
+        """`store` and `session` together persist the conversation (see agentkit.sessions)."""
+        if (store is None) != (session is None):
+            raise ValueError("pass both store= and session= to save a conversation, or neither")
         self.agent = agent
         self.forced = routes
-        self.history: list[Message] = []
+        if store is not None and session is not None:
+            from agentkit.sessions import check_name
+
+            session = check_name(session)
+        self.store = store
+        self.session = session
+        # Only complete question/answer pairs are fed back to the model; cut-off answers are not.
+        self.history: list[Message] = store.history(session) if store is not None and session else []
         self.last: Answer | None = None
         self._read_line = read_line or self._make_reader(history_file)
 
@@ -55,9 +73,9 @@ class Repl:
 
             return read
         from prompt_toolkit import PromptSession
-        from prompt_toolkit.history import FileHistory, InMemoryHistory
+        from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 
-        history = InMemoryHistory()
+        history: History = InMemoryHistory()
         if history_file or self.agent.config is not None:
             path = Path(history_file) if history_file else self.agent.config.data_dir / "chat_history"  # type: ignore[union-attr]
             try:
@@ -72,6 +90,7 @@ class Repl:
 
     def run(self) -> None:
         self._banner()
+        self._recap()
         while True:
             try:
                 line = self._read_line("you> ").strip()
@@ -95,9 +114,38 @@ class Repl:
         if warm is not None:
             warm()  # fail now, with a clear error, rather than at the first question
 
+    def _recap(self) -> None:
+        """On resuming a saved session: how long it is, and its last exchange."""
+        if self.store is None or self.session is None:
+            return
+        stored = self.store.messages(self.session)
+        if not stored:
+            click.secho(f"session {self.session!r}: new; every turn is saved to {self.store.path}", dim=True)
+            return
+        turns = sum(m.role == "user" for m in stored)
+        click.secho(f"session {self.session!r}: resumed, {turns} turn(s) since {_local(stored[0].created_at)}", dim=True)
+        last_q = max((i for i, m in enumerate(stored) if m.role == "user"), default=None)
+        if last_q is None:
+            return
+        click.secho(f"  you> {_clip(stored[last_q].content)}", dim=True)
+        reply = next((m for m in stored[last_q + 1 :] if m.role == "assistant"), None)
+        if reply is None:
+            click.secho("  [no answer was saved: the session ended before it began]", fg="yellow")
+            return
+        click.secho(f"  agentkit> {_clip(reply.content) or '(nothing yet)'}", dim=True)
+        if not reply.complete:
+            click.secho("  [incomplete: this answer was cut off; the model will not see it as part of the conversation]", fg="yellow")
+
     def _answer(self, question: str) -> None:
+        writer: AnswerWriter | None = None
+        if self.store is not None and self.session is not None:
+            # Committed before generation starts, so a crash mid-answer still keeps the question.
+            self.store.append(self.session, "user", question)
+            writer = self.store.answer_writer(self.session)
         stream = self.agent.stream(question, history=self.history[-2 * HISTORY_TURNS :], route=self.forced)
         printed = False
+        done = False
+        cut_off = "the answer ended early: agentkit stopped before it was complete"
         try:
             for event in stream:
                 if isinstance(event, RouteEvent):
@@ -106,18 +154,29 @@ class Repl:
                 elif isinstance(event, TokenEvent):
                     click.echo(event.text, nl=False)
                     printed = True
+                    if writer is not None:
+                        writer.add(event.text)
                 elif isinstance(event, WarningEvent):
                     pass  # shown once, under the answer
                 elif isinstance(event, AnswerEvent):
+                    if writer is not None:
+                        from agentkit.sessions import answer_record
+
+                        writer.finish(event.answer.text, answer_record(event.answer))
+                    done = True
                     self._finish(event.answer, printed)
         except KeyboardInterrupt:
             click.echo()
             click.secho("[stopped — ask again, or /help]", fg="yellow")
+            cut_off = "stopped by the user (Ctrl-C)"
         except AgentkitError as exc:
             click.echo()
             click.secho(f"error: {exc}", fg="red")
+            cut_off = f"error: {exc}"
         finally:
             stream.close()
+            if writer is not None and not done:
+                writer.abort(cut_off)  # keep what streamed, marked incomplete
 
     def _finish(self, answer: Answer, printed: bool) -> None:
         from agentkit.cli import show_footer
@@ -143,7 +202,17 @@ class Repl:
         elif name == "/reset":
             self.history.clear()
             self.last = None
-            click.echo("conversation cleared.")
+            if self.store is not None and self.session is not None and self.store.exists(self.session):
+                archive = stamp = f"{self.session}@{datetime.now().strftime('%Y-%m-%dT%H:%M:%S')}"
+                taken = set(self.store.names())
+                n = 1
+                while archive in taken:
+                    n += 1
+                    archive = f"{stamp}-{n}"
+                self.store.rename(self.session, archive)
+                click.echo(f"conversation cleared; the earlier one is kept as session {archive!r}.")
+            else:
+                click.echo("conversation cleared.")
         elif name == "/sources":
             self._show_sources()
         elif name == "/route":
@@ -196,3 +265,16 @@ class Repl:
         for key, value in sorted(r.signals.items()):
             click.echo(f"  {key:<28} {value:.3f}")
 
+
+def _local(stamp: str) -> str:
+    """A stored ISO UTC timestamp in local time, to the minute."""
+    try:
+        return datetime.fromisoformat(stamp).astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return stamp
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    """`text` on one line, cut to `limit` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
