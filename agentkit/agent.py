@@ -7,18 +7,19 @@ external sources are searched, and the model's own knowledge is the `parametric`
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from agentkit.errors import AgentParsingError, InputError, UnknownSource
+from agentkit.errors import InputError, UnknownSource
 from agentkit.knowledge.base import KnowledgeSource
 from agentkit.llm.base import LLM, GenerationOptions
-from agentkit.reasoning.citations import parse_reply
+from agentkit.reasoning.citations import REFUSAL, parse_reply
 from agentkit.reasoning.cot import load_template
 from agentkit.reasoning.evidence import assemble
 from agentkit.types import (
@@ -39,6 +40,7 @@ from agentkit.types import (
 
 if TYPE_CHECKING:
     from agentkit.config import AgentSettings, Config
+    from agentkit.tools import Tool
 
 #: Tokens kept free between the prompt and the context end, for template drift.
 CONTEXT_MARGIN = 16
@@ -66,6 +68,7 @@ class Agent:
         router: Router | None = None,
         settings: AgentSettings | None = None,
         config: Config | None = None,
+        tools: Sequence[Tool | Callable[..., Any]] = (),
     ) -> None:
         from agentkit.config import AgentSettings
         from agentkit.knowledge.parametric import ParametricSource
@@ -84,19 +87,26 @@ class Agent:
         #: The model as a knowledge tool: consulted for a draft when a route mixes it with sources.
         self.parametric = ParametricSource(llm)
         self._pool: ThreadPoolExecutor | None = None
+        #: Tools the model may call; with any, it gets at least one action, even on the parametric route.
+        self.tools: dict[str, Tool] = {}
+        if tools:
+            from agentkit.tools import tool as as_tool
+
+            self.tools = {t.name: t for t in map(as_tool, tools)}
 
     @classmethod
     def from_config(cls, config: str | Path | Config | None = None, **overrides: Any) -> Agent:
         """Build an agent from a YAML file (or a loaded Config); `None` uses the default lookup."""
         from agentkit.config import Config, load_config
-        from agentkit.plugins import build_llm, build_source
+        from agentkit.plugins import build_llm, build_source, build_tools
         from agentkit.routing.build import build_router
 
         cfg = config if isinstance(config, Config) else load_config(config)
         llm = overrides.pop("llm", None) or build_llm(cfg.llm)
         sources = {name: build_source(name, spec, cfg.data_dir) for name, spec in cfg.sources.items()}
         router = overrides.pop("router", None) or build_router(cfg, llm)
-        return cls(llm, sources, router=router, settings=cfg.agent, config=cfg, **overrides)
+        tools = overrides.pop("tools", None) or build_tools(cfg.tools, origin=cfg.origin)
+        return cls(llm, sources, router=router, settings=cfg.agent, config=cfg, tools=tools, **overrides)
 
     # --- public API ------------------------------------------------------------------------
 
@@ -151,9 +161,9 @@ class Agent:
                 results.append(draft)
                 yield RetrievalEvent(PARAMETRIC, question, draft)
 
-        # 3. Optionally let the model ask for more searches (grammar-constrained JSON actions).
-        if s.max_steps > 1 and decision.sources:
-            yield from self._extra_steps(question, decision, results, answer)
+        # 3. Optionally let the model act: search again or call a tool (grammar-constrained JSON).
+        if self.tools or (s.max_steps > 1 and decision.sources):
+            yield from self._act(question, decision, results, answer)
         timings["retrieve_ms"] = _ms(t1)
 
         # 4. Build the prompt within the context window.
@@ -167,28 +177,32 @@ class Agent:
 
         # 5. Generate, streaming tokens.
         t2 = time.perf_counter()
-        options = GenerationOptions(max_tokens=s.max_tokens, temperature=s.temperature, repeat_penalty=s.repeat_penalty)
-        pieces: list[str] = []
-        stream = self.llm.stream(messages, options)
-        try:
-            for delta in stream:
-                if delta.text:
-                    pieces.append(delta.text)
-                    yield TokenEvent(delta.text)
-                if delta.usage is not None:
-                    answer.usage += delta.usage
-        finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
+        reply: list[str] = []
+        yield from self._generate(messages, answer, reply)
         timings["generate_ms"] = _ms(t2)
 
-        # 6. Parse: reasoning, answer, citations mapped to the numbered evidence.
-        parsed = parse_reply("".join(pieces), evidence)
-        answer.reasoning, answer.text, answer.citations = parsed.reasoning, parsed.text, parsed.citations
-        for w in parsed.warnings:
-            answer.warnings.append(w)
-            yield WarningEvent(w)
+        # 6. Parse: reasoning, answer, citations mapped to the numbered evidence; check each citation.
+        yield from self._parse(reply[0], evidence, answer)
+        if self._unsupported(decision, answer) and self._may_search_again(decision):
+            # 7. Re-retrieval: one reformulated search, then answer again over the larger evidence.
+            t3 = time.perf_counter()
+            grown = yield from self._search_again(question, decision, results, answer)
+            if grown:
+                messages, evidence = self._build_prompt(question, history, results, answer)
+                answer.passages = evidence
+                answer.from_memory = all(p.source == PARAMETRIC for p in evidence)
+                reply.clear()
+                yield from self._generate(messages, answer, reply)
+                yield from self._parse(reply[0], evidence, answer)
+            timings["reretrieve_ms"] = _ms(t3)
+        if self._unsupported(decision, answer) and s.refuse_unsupported:
+            answer.withheld = answer.text
+            note = ("no cited source supports the model's answer, so it was withheld (see Answer.withheld)"
+                    if answer.text.strip() else "the model gave no answer")
+            answer.text = REFUSAL
+            answer.citations = []
+            answer.warnings.append(note)
+            yield WarningEvent(note)
         timings["total_ms"] = _ms(t0)
         yield AnswerEvent(answer)
 
@@ -244,32 +258,43 @@ class Agent:
             except Exception as exc:  # noqa: BLE001
                 yield name, [], _source_failed(name, exc)
 
-    def _extra_steps(
+    def _act(
         self, question: str, decision: RouteDecision, results: list[list[Passage]], answer: Answer
     ) -> Iterator[Event]:
-        template = load_template("action")
+        """Let the model pick actions until it answers: search a routed source again, or call a
+        tool. Replies are grammar-constrained JSON, so they parse; a tool's error goes back to the
+        model as an observation. Bounded by `max_steps` (the first retrieval is a step), with at
+        least one action when tools are configured; running out answers with what was found."""
         names = decision.sources
-        schema = {
-            "type": "object",
-            "properties": {
-                "action": {"enum": ["answer", "search"]},
-                "source": {"enum": names},
-                "query": {"type": "string", "maxLength": 200},
-            },
-            "required": ["action", "source", "query"],
-        }
+        rounds = self.settings.max_steps - 1
+        if self.tools:
+            rounds = max(rounds, 1)
+        tools = list(self.tools.values())
+        template = load_template("tools" if tools else "action")
+        schema = self._action_schema(names)
         srcs = [self.sources[n] for n in names]
-        for _ in range(self.settings.max_steps - 1):
-            so_far = [p for r in results for p in r]
-            messages = template.render(question=question, sources=srcs, passages=so_far)
-            reply = self.llm.chat(messages, GenerationOptions(max_tokens=96, temperature=0.0, json_schema=schema))
+        observations: list[str] = []
+        for _ in range(rounds):
+            so_far = [p for r in results for p in r if not p.source.startswith("tool:")]
+            messages = template.render(
+                question=question, sources=srcs, passages=so_far, tools=tools, observations=observations
+            )
+            options = GenerationOptions(max_tokens=256 if tools else 96, temperature=0.0, json_schema=schema)
+            reply = self.llm.chat(messages, options)
             answer.usage += reply.usage
             try:
                 action = json.loads(reply.text)
-                kind, source, query = action["action"], action["source"], str(action["query"]).strip()
-            except (ValueError, KeyError, TypeError) as exc:
-                raise AgentParsingError(f"the model's next action is not valid JSON ({exc}): {reply.text!r}") from None
-            if kind == "answer" or not query or source not in self.sources:
+                kind = action["action"]
+            except (ValueError, KeyError, TypeError):
+                note = f"the model's next action is not valid JSON ({reply.text[:80]!r}); answering with what was found"
+                answer.warnings.append(note)
+                yield WarningEvent(note)
+                return
+            if kind == "call":
+                yield from self._call_tool(action, results, answer, observations)
+                continue
+            source, query = action.get("source"), str(action.get("query", "")).strip()
+            if kind != "search" or not query or source not in names:
                 answer.steps.append(Step("answer"))
                 yield StepEvent(answer.steps[-1])
                 return
@@ -283,7 +308,73 @@ class Agent:
                     continue
                 step.n_passages = len(passages)
                 results.append(passages)
+                observations.append(f"search {name} {query!r}: {len(passages)} passage(s)")
                 yield RetrievalEvent(name, query, passages)
+        if self.settings.max_steps > 1:
+            note = (f"the model was still acting after agent.max_steps ({self.settings.max_steps}) steps; "
+                    "answering with what was found (raise agent.max_steps to allow more)")
+            answer.warnings.append(note)
+            yield WarningEvent(note)
+
+    def _action_schema(self, names: list[str]) -> dict[str, Any]:
+        """The JSON schema of the model's next action (llama.cpp turns it into a grammar)."""
+        search = {
+            "type": "object",
+            "properties": {
+                "action": {"enum": ["answer", "search"]},
+                "source": {"enum": names},
+                "query": {"type": "string", "maxLength": 200},
+            },
+            "required": ["action", "source", "query"],
+        }
+        if not self.tools:
+            return search
+        from agentkit.tools import call_schema
+
+        # One alternative per action, discriminated by "action" (and "tool"): each call's
+        # arguments follow that tool's own schema. "answer" first: the simplest instance.
+        options: list[dict[str, Any]] = [
+            {"type": "object", "properties": {"action": {"const": "answer"}}, "required": ["action"],
+             "additionalProperties": False},
+        ]
+        if names:
+            search["properties"]["action"] = {"const": "search"}
+            options.append({**search, "additionalProperties": False})
+        options += [call_schema(t) for t in self.tools.values()]
+        return {"oneOf": options}
+
+    def _call_tool(
+        self, action: dict[str, Any], results: list[list[Passage]], answer: Answer, observations: list[str]
+    ) -> Iterator[Event]:
+        """Run one tool call; a result becomes citable evidence, an error an observation to fix."""
+        from agentkit.tools import run
+
+        name, arguments = str(action.get("tool", "")), action.get("arguments") or {}
+        tool = self.tools.get(name)
+        if tool is None:
+            observation = f"error: unknown tool {name!r}; tools: {', '.join(self.tools)}"
+        else:
+            observation = run(tool, arguments)
+        step = Step("call", tool=name, arguments=arguments, observation=observation,
+                    error=observation.startswith("error:"))
+        answer.steps.append(step)
+        yield StepEvent(step)
+        args = arguments.items() if isinstance(arguments, dict) else ()
+        call = f"{name}({', '.join(f'{k}={json.dumps(v, ensure_ascii=False)}' for k, v in args)})"
+        observations.append(f"{call} -> {observation}")
+        if step.error:
+            return
+        key = json.dumps(arguments, sort_keys=True, ensure_ascii=False, default=str)
+        results.append([Passage(
+            id=f"tool:{name}#{hashlib.sha1(key.encode()).hexdigest()[:12]}",
+            text=f"{call} = {observation}",
+            title=f"tool {name}",
+            source=f"tool:{name}",
+            # Above any min_score: the model asked for this result.
+            score=1.0,
+            metadata={"tool": name, "arguments": arguments},
+            uri=f"tool://{name}",
+        )])
 
     def _build_prompt(
         self,
@@ -333,6 +424,109 @@ class Agent:
         )
         return trimmed, note
 
+    # --- generation, the citation check and re-retrieval ------------------------------------------
+
+    def _generate(self, messages: list[Message], answer: Answer, out: list[str]) -> Iterator[Event]:
+        """Stream one reply; its text is appended to `out`. Closing the stream stops the model."""
+        s = self.settings
+        options = GenerationOptions(max_tokens=s.max_tokens, temperature=s.temperature, repeat_penalty=s.repeat_penalty)
+        pieces: list[str] = []
+        stream = self.llm.stream(messages, options)
+        try:
+            for delta in stream:
+                if delta.text:
+                    pieces.append(delta.text)
+                    yield TokenEvent(delta.text)
+                if delta.usage is not None:
+                    answer.usage += delta.usage
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        out.append("".join(pieces))
+
+    def _parse(self, reply: str, evidence: list[Passage], answer: Answer) -> Iterator[Event]:
+        from agentkit.reasoning.verify import LexicalVerifier, check_citations
+
+        parsed = parse_reply(reply, evidence)
+        answer.reasoning, answer.text, answer.citations = parsed.reasoning, parsed.text, parsed.citations
+        notes = list(parsed.warnings)
+        if self.settings.verify != "off":
+            external = [c for c in answer.citations if c.passage.source != PARAMETRIC]
+            check = check_citations(external, LexicalVerifier(), self.settings.support_threshold)
+            for c in check.unsupported:
+                notes.append(
+                    f"citation [{c.marker}] ({c.passage.id}) does not appear to support "
+                    f"{_short(c.sentence)!r} (support {c.support:.2f})"
+                )
+            for c in check.partial:
+                notes.append(f"citation [{c.marker}] ({c.passage.id}) supports only part of {_short(c.sentence)!r}")
+        for w in notes:
+            answer.warnings.append(w)
+            yield WarningEvent(w)
+
+    def _unsupported(self, decision: RouteDecision, answer: Answer) -> bool:
+        """Sources were searched and gave evidence, yet no citation of the answer holds up."""
+        if self.settings.verify == "off" or not decision.sources:
+            return False
+        if not any(p.source != PARAMETRIC for p in answer.passages):
+            return False  # nothing was found: the answer is already marked as from memory
+        if REFUSAL.lower().rstrip(".") in answer.text.lower():
+            return False
+        if any(c.passage.source == PARAMETRIC for c in answer.citations):
+            return False  # a mixed route: the model's own draft is a legitimate source
+        return not any(c.supported for c in answer.citations)
+
+    def _may_search_again(self, decision: RouteDecision) -> bool:
+        return self.settings.reretrieve and bool(decision.sources)
+
+    def _search_again(
+        self, question: str, decision: RouteDecision, results: list[list[Passage]], answer: Answer
+    ) -> Iterator[Event]:
+        """Reformulate once and search the routed sources; True when new passages were found.
+        Takes one step of `max_steps` (the first retrieval is step 1)."""
+        used = 1 + sum(1 for st in answer.steps if st.action != "answer")
+        if used >= self.settings.max_steps:
+            return False
+        query = self._reformulate(question, answer)
+        step = Step("retry", ",".join(decision.sources), query)
+        answer.steps.append(step)
+        yield StepEvent(step)
+        seen = {p.id for r in results for p in r}
+        fresh: list[Passage] = []
+        for name, passages, error in self._search_many(decision.sources, query, self.settings.top_k):
+            if error:
+                answer.warnings.append(error)
+                yield WarningEvent(error)
+                continue
+            yield RetrievalEvent(name, query, passages)
+            fresh += [p for p in passages if p.id not in seen]
+        step.n_passages = len(fresh)
+        if fresh:
+            # New passages first: the first answer's evidence did not hold up.
+            results.insert(0, fresh)
+        return bool(fresh)
+
+    def _reformulate(self, question: str, answer: Answer) -> str:
+        """A new query from the model (grammar-forced JSON); the question's key terms if it fails."""
+        schema = {
+            "type": "object",
+            "properties": {"query": {"type": "string", "minLength": 2, "maxLength": 160}},
+            "required": ["query"],
+        }
+        messages = load_template("reformulate").render(question=question, query=question)
+        reply = self.llm.chat(messages, GenerationOptions(max_tokens=64, temperature=0.0, json_schema=schema))
+        answer.usage += reply.usage
+        try:
+            query = " ".join(str(json.loads(reply.text)["query"]).split())
+        except (ValueError, KeyError, TypeError):
+            query = ""
+        if not query or query.casefold() == question.casefold():
+            from agentkit.text import STOPWORDS, words
+
+            query = " ".join(w for w in words(question) if w not in STOPWORDS) or question
+        return query
+
 
 def _ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 3)
@@ -340,3 +534,8 @@ def _ms(since: float) -> float:
 
 def _source_failed(name: str, exc: Exception) -> str:
     return f"source {name!r} failed ({type(exc).__name__}: {exc}); answering without it"
+
+
+def _short(text: str, n: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"

@@ -79,13 +79,21 @@ class _Group(click.Group):
     """
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS, *self._plugin_commands()})
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         command = super().get_command(ctx, name)
         if command is None and name in LAZY_COMMANDS:
             command = _load_command(LAZY_COMMANDS[name][0])
+        if command is None:
+            command = self._plugin_commands().get(name)
         return command
+
+    def _plugin_commands(self) -> dict[str, click.Command]:
+        """Commands from plugins (`register_commands`); consulted only for --help and unknown names."""
+        from agentkit.plugin_cli import plugin_commands
+
+        return plugin_commands(reserved={*self.commands, *LAZY_COMMANDS})
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = []
@@ -176,14 +184,23 @@ def show_footer(answer: Answer, *, err: bool = False) -> None:
 @cli.command()
 @click.option("--route", "routes", multiple=True, metavar="NAME", help="Force the route for every question.")
 @click.option("--history-file", type=click.Path(dir_okay=False), default=None, help="Line-editing history (default: DATA_DIR/chat_history).")
+@click.option("--session", "session", metavar="NAME", default=None, help="Save the conversation as NAME (in DATA_DIR/sessions.sqlite) and resume it if it exists.")
 @click.pass_obj
-def chat(obj: Context, routes: tuple[str, ...], history_file: str | None) -> None:
+def chat(obj: Context, routes: tuple[str, ...], history_file: str | None, session: str | None) -> None:
     """An interactive session: streamed answers with their sources. /help lists the commands."""
     from agentkit.repl import Repl
 
-    agent = obj.agent()
-    with agent:
-        Repl(agent, routes=list(routes) or None, history_file=history_file).run()
+    if session is None:
+        agent = obj.agent()
+        with agent:
+            Repl(agent, routes=list(routes) or None, history_file=history_file).run()
+        return
+    from agentkit.sessions import SessionStore, default_path
+
+    with SessionStore(default_path(obj.config.data_dir)) as store:
+        agent = obj.agent()
+        with agent:
+            Repl(agent, routes=list(routes) or None, history_file=history_file, store=store, session=session).run()
 
 
 @cli.command()
@@ -298,7 +315,7 @@ def show_config(obj: Context) -> None:
 
 @cli.group("eval")
 def eval_group() -> None:
-    """Measure retrieval quality on labelled data."""
+    """Measure retrieval, routing and answer quality on labelled data."""
 
 
 @eval_group.command("retrieval")
@@ -357,6 +374,94 @@ def eval_retrieval(obj: Context, corpus: Path, queries: Path, qrels: Path, sourc
     click.echo(f"  recall@100  {result.recall_at_100:.4f}")
     click.echo(f"  MRR@10      {result.mrr_at_10:.4f}")
     click.echo(f"  query median {result.median_query_ms:.2f} ms")
+
+
+@eval_group.command("routing")
+@click.option("--labels", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSON lines with question and route (parametric|retrieve|dictionary).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: accuracy, per_route, retrieval_rate, median_ms, ...")
+@click.option("--errors/--no-errors", default=False, help="List the misrouted questions.")
+@click.pass_obj
+def eval_routing(obj: Context, labels: Path, as_json: bool, errors: bool) -> None:
+    """Accuracy, per-route precision and recall, retrieval rate and decision time of the router."""
+    import json as _json
+
+    from agentkit.plugins import build_llm, build_source
+    from agentkit.routing.build import build_router
+    from agentkit.routing.evaluate import evaluate_routing, load_labels
+
+    cfg = obj.config
+    rows = load_labels(labels)
+    sources = {name: build_source(name, spec, cfg.data_dir) for name, spec in cfg.sources.items()}
+    try:
+        report = evaluate_routing(build_router(cfg, build_llm(cfg.llm)), sources, rows)
+    finally:
+        for source in sources.values():
+            closer = getattr(source, "close", None)
+            if closer:
+                closer()
+    if as_json:
+        click.echo(_json.dumps(report.to_dict(), indent=2))
+        return
+    click.echo(f"router {report.policy}: {report.n} labelled questions")
+    click.echo(f"  accuracy        {report.accuracy:.4f}")
+    click.echo(f"  retrieval rate  {report.retrieval_rate:.4f}")
+    click.echo(f"  median decision {report.median_ms:.2f} ms")
+    click.echo(f"  {'route':<12} {'precision':>9} {'recall':>7} {'n':>5}")
+    for route, m in report.per_route.items():
+        click.echo(f"  {route:<12} {m['precision']:>9.3f} {m['recall']:>7.3f} {m['n']:>5}")
+    classes = list(report.confusion)
+    click.echo("  confusion (rows: label, columns: routed to)")
+    click.echo("  " + " " * 12 + "".join(f"{c:>12}" for c in classes))
+    for g in classes:
+        click.echo(f"  {g:<12}" + "".join(f"{report.confusion[g][c]:>12}" for c in classes))
+    if errors:
+        for e in report.errors:
+            click.echo(f"  [{e['label']} -> {e['got']}] {e['question']}  ({e['reason']})")
+
+
+@eval_group.command("qa")
+@click.option("--corpus", required=True, type=click.Path(exists=True, path_type=Path), help="What to retrieve from: a file or folder `agentkit ingest` reads (BEIR corpus.jsonl, .txt, .md, .html).")
+@click.option("--questions", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSON lines with question and answers (a list).")
+@click.option("--mode", type=click.Choice(["never", "always", "routed"]), default="routed", show_default=True, help="Retrieval never (the model alone), always, or as the router decides.")
+@click.option("--limit", type=int, default=None, help="Only the first N questions.")
+@click.option("--chunk-tokens", type=int, default=200, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: exact_match, f1, citation_precision, mean_latency_ms, ...")
+@click.option("--progress/--no-progress", default=True)
+@click.pass_obj
+def eval_qa(obj: Context, corpus: Path, questions: Path, mode: str, limit: int | None, chunk_tokens: int, as_json: bool, progress: bool) -> None:
+    """Exact match, token F1, citation precision and latency of the whole agent on a QA set."""
+    import json as _json
+
+    from agentkit.agent import Agent
+    from agentkit.eval_qa import evaluate_qa, load_questions
+    from agentkit.eval_retrieval import corpus_key
+    from agentkit.ingest.pipeline import ingest as run_ingest
+    from agentkit.knowledge.qdrant import QdrantSource
+    from agentkit.plugins import build_llm
+    from agentkit.routing.build import build_router
+
+    cfg = obj.config
+    items = load_questions(questions, limit)
+    store = QdrantSource("corpus", f"The evaluation corpus {corpus.name}: passages that may answer the questions.",
+                         path=cfg.data_dir / "eval", collection=corpus_key(corpus) + f"-qa{chunk_tokens}")
+    report = run_ingest([corpus], store, chunk_tokens=chunk_tokens, overlap=min(cfg.ingest.chunk_overlap, chunk_tokens // 4), progress=progress and not as_json)
+    if not as_json:
+        click.echo(report.summary(), err=True)
+    llm = build_llm(cfg.llm)
+    agent = Agent(llm, {"corpus": store}, router=build_router(cfg, llm), settings=cfg.agent, config=cfg)
+    with agent:
+        result = evaluate_qa(agent, items, mode, "corpus", progress=progress and not as_json)  # type: ignore[arg-type]
+    if as_json:
+        click.echo(_json.dumps(result.to_dict(), indent=2))
+        return
+    cp = "n/a (no citations)" if result.citation_precision is None else f"{result.citation_precision:.4f} ({result.citations} citations)"
+    click.echo(f"mode {result.mode}: {result.n} questions")
+    click.echo(f"  exact match         {result.exact_match:.4f}")
+    click.echo(f"  token F1            {result.f1:.4f}")
+    click.echo(f"  citation precision  {cp}")
+    click.echo(f"  retrieval rate      {result.retrieval_rate:.4f}")
+    click.echo(f"  refusals            {result.refusal_rate:.4f}")
+    click.echo(f"  mean latency        {result.mean_latency_ms:.0f} ms")
 
 
 def main() -> None:

@@ -37,6 +37,15 @@ class AgentSettings(_Strict):
     repeat_penalty: float = Field(1.15, ge=1.0, le=2.0)
     min_score: float = Field(0.0, ge=0.0, description="Drop passages scoring at or below this.")
     source_timeout: float = Field(30.0, gt=0, description="Seconds before a source's search is abandoned.")
+    #: The citation check: `lexical` (the sentence's words and numbers are in the passage) or `off`.
+    verify: Literal["lexical", "off"] = "lexical"
+    #: A citation scoring below this (0-1) is flagged unsupported.
+    support_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    #: When sources were searched but no citation holds up, answer "I could not find this in the
+    #: sources" (the model's reply is kept in Answer.withheld) instead of an unsupported answer.
+    refuse_unsupported: bool = True
+    #: When the check fails, reformulate the query once and search again (takes one of max_steps).
+    reretrieve: bool = True
 
 
 class RuleSet(_Strict):
@@ -55,6 +64,9 @@ class SemanticSettings(_Strict):
     threshold: float = Field(0.3, ge=-1.0, le=1.0)
     #: The model alone only wins by this margin over the closest source.
     parametric_margin: float = Field(0.12, ge=0.0, le=2.0)
+    #: A question bound for the model alone is searched after all when a document source's best
+    #: passage is at least this similar to it; null turns the check off.
+    content_threshold: float | None = Field(0.6, ge=-1.0, le=1.0)
 
 
 class ConfidenceSettings(_Strict):

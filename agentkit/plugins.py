@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -19,8 +19,18 @@ from agentkit.errors import ConfigError
 hookspec = pluggy.HookspecMarker("agentkit")
 hookimpl = pluggy.HookimplMarker("agentkit")
 
-#: `register(name, cls_or_"module:attr")`: a string is imported only when the name is used.
-Register = Callable[[str, Any], None]
+#: `register(name, target)`, or `register(target)` when the target has a `name` (a Tool, a click
+#: command) or a `__name__` (a function); a "module:attr" string is imported only when used.
+Register = Callable[..., None]
+
+#: Every hook, and the Registry table it fills.
+HOOKS = {
+    "register_llms": "llms",
+    "register_knowledge": "knowledge_classes",
+    "register_routers": "routers",
+    "register_tools": "tools",
+    "register_commands": "command_table",
+}
 
 
 class HookSpecs:
@@ -33,12 +43,25 @@ class HookSpecs:
         """Register knowledge-source types: classes with `config_model` and
         `from_config(name, config, data_dir)`."""
 
+    @hookspec
+    def register_routers(self, register: Register) -> None:
+        """Register routing policies: classes with `decide(question, sources, history)`."""
+
+    @hookspec
+    def register_tools(self, register: Register) -> None:
+        """Register tools the agent can call: `@agentkit.tools.tool` functions (or plain typed ones)."""
+
+    @hookspec
+    def register_commands(self, register: Register) -> None:
+        """Register click commands, run as `agentkit NAME`; built-in command names win."""
+
 
 class _BuiltIns:
     @hookimpl
     def register_llms(self, register: Register) -> None:
         register("llama_cpp", "agentkit.llm.llama_cpp:LlamaCppLLM")
         register("fake", "agentkit.testing:FakeLLM")
+        register("openai_compat", "agentkit.llm.openai_compat:OpenAICompatLLM")
 
     @hookimpl
     def register_knowledge(self, register: Register) -> None:
@@ -47,13 +70,45 @@ class _BuiltIns:
         register("dictionary", "agentkit.knowledge.dictionary:DictionarySource")
         register("elasticsearch", "agentkit.knowledge.elasticsearch:ElasticsearchSource")
 
+    @hookimpl
+    def register_routers(self, register: Register) -> None:
+        register("simple", "agentkit.routing.simple:SimpleRouter")
+        register("rules", "agentkit.routing.rules:RulesPolicy")
+        register("semantic", "agentkit.routing.semantic:SemanticPolicy")
+        register("probe", "agentkit.routing.probe:ProbePolicy")
+        register("confidence", "agentkit.routing.confidence:ConfidencePolicy")
+        register("judge", "agentkit.routing.judge:JudgePolicy")
+        register("learned", "agentkit.routing.learned:LearnedCombiner")
+
+
+@dataclass
+class PluginInfo:
+    """What `agentkit plugins` shows for one plugin."""
+
+    name: str
+    version: str = ""
+    #: The distribution that ships it ("" for objects registered from code).
+    package: str = ""
+    #: hook name -> the names it registered.
+    registered: dict[str, list[str]] = field(default_factory=dict)
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "package": self.package,
+                "registered": self.registered, "error": self.error}
+
 
 @dataclass
 class Registry:
     llms: dict[str, Any] = field(default_factory=dict)
     knowledge_classes: dict[str, Any] = field(default_factory=dict)
+    routers: dict[str, Any] = field(default_factory=dict)
+    tools: dict[str, Any] = field(default_factory=dict)
+    command_table: dict[str, Any] = field(default_factory=dict)
     #: Plugins that failed to load, name -> error; agentkit keeps working without them.
     failures: dict[str, str] = field(default_factory=dict)
+    #: Every plugin seen, built-ins first, in load order.
+    plugins: dict[str, PluginInfo] = field(default_factory=dict)
 
     def llm(self, name: str, *, origin: str = "config") -> Any:
         return self._resolve(self.llms, name, origin, "llm.backend")
@@ -64,43 +119,122 @@ class Registry:
     def knowledge_types(self) -> list[str]:
         return sorted(self.knowledge_classes)
 
+    def router(self, name: str, *, origin: str = "config", where: str = "router.policy") -> Any:
+        return self._resolve(self.routers, name, origin, where)
+
+    def tool(self, name: str, *, origin: str = "config", where: str = "tools") -> Any:
+        """The registered tool as an `agentkit.tools.Tool` (a plain function is wrapped by `@tool`)."""
+        from agentkit.tools import Tool, tool
+
+        target = self._resolve(self.tools, name, origin, where)
+        if not isinstance(target, Tool):
+            target = tool(target, name=name)
+            self.tools[name] = target
+        return target
+
+    def commands(self) -> dict[str, Any]:
+        """Plugin click commands, name -> command (imported now)."""
+        return {name: self._resolve(self.command_table, name, "plugins", "command") for name in self.command_table}
+
     @staticmethod
     def _resolve(table: dict[str, Any], name: str, origin: str, where: str) -> Any:
         if name not in table:
-            raise ConfigError(f"{origin}: {where}: unknown value {name!r}; one of: {', '.join(sorted(table))}")
+            known = ", ".join(sorted(table)) or "(none registered)"
+            raise ConfigError(f"{origin}: {where}: unknown value {name!r}; one of: {known}")
         target = table[name]
         if isinstance(target, str):
             module, _, attr = target.partition(":")
-            target = getattr(importlib.import_module(module), attr)
+            try:
+                target = getattr(importlib.import_module(module), attr)
+            except (ImportError, AttributeError) as exc:
+                raise ConfigError(f"{origin}: {where}: {name!r} is registered as {table[name]!r}, "
+                                  f"which cannot be imported ({type(exc).__name__}: {exc})") from exc
             table[name] = target
         return target
+
+
+def _wanted() -> set[str] | None:
+    """`AGENTKIT_PLUGINS=a,b` loads only those plugins (entry-point or package names); "" loads none."""
+    allowed = os.environ.get("AGENTKIT_PLUGINS")
+    return None if allowed is None else {p.strip() for p in allowed.split(",") if p.strip()}
+
+
+def load_registry(extra: Mapping[str, object] | None = None, *, entry_points: bool = True) -> Registry:
+    """Built-ins, then entry-point plugins, then `extra` (name -> plugin object, for tests)."""
+    from importlib.metadata import entry_points as find_entry_points
+
+    from agentkit import __version__
+
+    pm = pluggy.PluginManager("agentkit")
+    pm.add_hookspecs(HookSpecs)
+    reg = Registry()
+    pm.register(_BuiltIns(), name="builtins")
+    reg.plugins["builtins"] = PluginInfo("builtins", __version__, "agentkit")
+
+    wanted = _wanted()
+    for ep in find_entry_points(group="agentkit") if entry_points else ():
+        dist = getattr(ep, "dist", None)
+        package = dist.metadata["Name"] if dist is not None else ""
+        if wanted is not None and ep.name not in wanted and package not in wanted:
+            continue
+        info = reg.plugins[ep.name] = PluginInfo(ep.name, dist.version if dist is not None else "", package or "")
+        try:
+            pm.register(ep.load(), name=ep.name)
+        except Exception as exc:  # a broken plugin must not break agentkit
+            info.error = reg.failures[ep.name] = f"{type(exc).__name__}: {exc}"
+    for name, plugin in (extra or {}).items():
+        reg.plugins[name] = PluginInfo(name)
+        try:
+            pm.register(plugin, name=name)
+        except Exception as exc:
+            reg.plugins[name].error = reg.failures[name] = f"{type(exc).__name__}: {exc}"
+
+    for hook, attr in HOOKS.items():
+        table: dict[str, Any] = getattr(reg, attr)
+        # Registration order: built-ins first, so a plugin may replace a built-in by name.
+        for impl in getattr(pm.hook, hook).get_hookimpls():
+            if impl.plugin_name in reg.failures:
+                continue
+            staged: dict[str, Any] = {}
+            try:
+                impl.function(register=_registrar(staged, hook))
+            except Exception as exc:  # a half-registered plugin registers nothing
+                info = reg.plugins.setdefault(impl.plugin_name, PluginInfo(impl.plugin_name))
+                info.error = reg.failures[impl.plugin_name] = f"{hook}: {type(exc).__name__}: {exc}"
+                continue
+            table.update(staged)
+            if staged:
+                info = reg.plugins.setdefault(impl.plugin_name, PluginInfo(impl.plugin_name))
+                info.registered.setdefault(hook, []).extend(staged)
+    return reg
+
+
+_MISSING = object()
+
+
+def _registrar(table: dict[str, Any], hook: str) -> Register:
+    def register(name: Any, target: Any = _MISSING) -> None:
+        if target is _MISSING:
+            name, target = getattr(name, "name", None) or getattr(name, "__name__", None), name
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{hook}: register(name, target) needs a name; got {target!r} without one")
+        table[name] = target
+
+    return register
 
 
 @lru_cache(maxsize=1)
 def registry() -> Registry:
     """Load built-ins and entry-point plugins once per process."""
-    pm = pluggy.PluginManager("agentkit")
-    pm.add_hookspecs(HookSpecs)
-    pm.register(_BuiltIns(), name="builtins")
-    reg = Registry()
-    allowed = os.environ.get("AGENTKIT_PLUGINS")
-    wanted = None if allowed is None else {p.strip() for p in allowed.split(",") if p.strip()}
+    return load_registry()
+
+
+def plugin_names() -> Iterable[str]:
+    """The entry-point names in the `agentkit` group, without importing any plugin (cheap)."""
     from importlib.metadata import entry_points
 
-    for ep in entry_points(group="agentkit"):
-        if wanted is not None and ep.name not in wanted:
-            continue
-        try:
-            pm.register(ep.load(), name=ep.name)
-        except Exception as exc:  # a broken plugin must not break agentkit
-            reg.failures[ep.name] = f"{type(exc).__name__}: {exc}"
-    for hook, table in (("register_llms", reg.llms), ("register_knowledge", reg.knowledge_classes)):
-        for impl in getattr(pm.hook, hook).get_hookimpls():
-            try:
-                impl.function(register=table.__setitem__)
-            except Exception as exc:
-                reg.failures[impl.plugin_name] = f"{type(exc).__name__}: {exc}"
-    return reg
+    wanted = _wanted()
+    return [ep.name for ep in entry_points(group="agentkit") if wanted is None or ep.name in wanted]
 
 
 def build_llm(llm_config: dict[str, Any]) -> Any:
@@ -112,3 +246,8 @@ def build_llm(llm_config: dict[str, Any]) -> Any:
 def build_source(name: str, spec: dict[str, Any], data_dir: Any) -> Any:
     cls = registry().knowledge(str(spec["type"]), where=f"sources.{name}.type")
     return cls.from_config(name, cls.config_model.model_validate(spec), data_dir)
+
+
+def build_tools(names: Iterable[str], *, origin: str = "config") -> list[Any]:
+    """The `tools:` of a config as `Tool`s; an unknown name is a ConfigError naming the known ones."""
+    return [registry().tool(name, origin=origin, where=f"tools[{i}]") for i, name in enumerate(names)]

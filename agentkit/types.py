@@ -70,6 +70,10 @@ class Citation:
     sentence: str = ""
     #: True when the model wrote no mark and agentkit attributed the sentence by word overlap.
     inferred: bool = False
+    #: How well the passage supports the sentence (0-1, from the citation check); None = not checked.
+    support: float | None = None
+    #: Whether the check found the sentence backed by the passage; None = not checked.
+    supported: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +84,8 @@ class Citation:
             "title": self.passage.title,
             "sentence": self.sentence,
             "inferred": self.inferred,
+            "support": self.support,
+            "supported": self.supported,
         }
 
 
@@ -126,12 +132,17 @@ class Usage:
 
 @dataclass
 class Step:
-    """One action of the multi-step loop: a search the model asked for, or the final answer."""
+    """One action of the multi-step loop: a search the model asked for, a tool call, or the final answer."""
 
     action: str
     source: str = ""
     query: str = ""
     n_passages: int = 0
+    #: For `action == "call"`: the tool, its arguments, what it returned, and whether that was an error.
+    tool: str = ""
+    arguments: dict[str, Any] = field(default_factory=dict)
+    observation: str = ""
+    error: bool = False
 
 
 @dataclass
@@ -152,6 +163,8 @@ class Answer:
     steps: list[Step] = field(default_factory=list)
     #: True when no external passage backed the answer (the model answered from memory).
     from_memory: bool = False
+    #: The model's reply when no source supported it and agentkit answered "I could not find this".
+    withheld: str = ""
 
     @property
     def cited_ids(self) -> list[str]:
@@ -173,6 +186,7 @@ class Answer:
             "warnings": self.warnings,
             "steps": [dataclasses.asdict(s) for s in self.steps],
             "from_memory": self.from_memory,
+            "withheld": self.withheld,
         }
 
     def to_json(self, indent: int | None = 2) -> str:

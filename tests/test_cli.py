@@ -80,7 +80,7 @@ def test_chat_repl_commands(fake_config: Path) -> None:
     script = "hello\n/route\n/why\n/route parametric\n/route\n/route bogus\n/route auto\n/sources\n/reset\n/nope\n/help\n/exit\n"
     out = run("--config", str(fake_config), "chat", input=script).output
     assert "↳ parametric" in out
-    assert "last route: parametric" in out and "rule:parametric" in out
+    assert "last route: parametric" in out and "rules:parametric" in out
     assert "route forced to: parametric" in out
     assert "unknown route bogus" in out and "the router decides again" in out
     assert "configured sources: parametric, notes" in out

@@ -81,10 +81,15 @@ def test_ask_retrieves_and_cites_the_right_passages(workspace: Path) -> None:
         top = max(answer["passages"], key=lambda p: p["score"])
         assert top["id"] == f"{expected}.md#0", question
         cited = {c["passage_id"] for c in answer["citations"]}
-        # Never a citation to the wrong passage; most answers cite the right one.
+        # Never a citation to the wrong passage; every citation kept was checked against its passage.
         assert cited <= {f"{expected}.md#0"}, (question, cited, answer["text"])
+        assert all(c["supported"] for c in answer["citations"]), answer["citations"]
+        if not cited:
+            # The 135M model's unsupported reply is withheld, not shown as an answer.
+            assert answer["text"] == "I could not find this in the sources.", answer
+            assert answer["withheld"] or any("no answer" in w for w in answer["warnings"])
         right += bool(cited)
-    assert right >= 4, f"only {right} of {len(QUESTIONS)} answers cited their passage"
+    assert right >= 3, f"only {right} of {len(QUESTIONS)} answers cited their passage"
 
 
 def test_reingest_is_idempotent(workspace: Path) -> None:
@@ -107,7 +112,7 @@ def test_chat_repl_through_stdin(workspace: Path) -> None:
     out = proc.stdout
     assert "↳ facts" in out
     assert "tides.md#chunk=0" in out  # /sources lists the passage behind the answer
-    assert "overlap:facts" in out  # /why shows the router's signals
+    assert "probe:facts:top" in out and "semantic:facts" in out  # /why shows the router's signals
 
 
 def test_python_api_streams_and_answers(workspace: Path) -> None:

@@ -77,7 +77,7 @@ def parse_reply(reply: str, evidence: Sequence[Passage], infer: bool = True) -> 
     return parsed
 
 
-def _claims(sentence: str) -> list[str]:
+def claims(sentence: str) -> list[str]:
     """The sentence and its substantial clauses: small models tack unsupported asides onto a
     supported statement ("X does Y, which is a form of Z"), and the statement still deserves its source."""
     clauses = [c for c in re.split(r"[,;:]|\s(?:which|while|because|but|and)\s", sentence) if len(terms(c)) >= 3]
@@ -90,7 +90,7 @@ def _infer(parsed: ParsedReply, evidence: Sequence[Passage]) -> str:
     for sentence in _SENTENCE.findall(parsed.text):
         best, best_n = 0.0, 0
         for n, p in enumerate(evidence, 1):
-            score = max(overlap(part, p.text) for part in _claims(sentence))
+            score = max(overlap(part, p.text) for part in claims(sentence))
             if score > best:
                 best, best_n = score, n
         if best >= INFER_THRESHOLD:

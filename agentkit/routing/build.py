@@ -25,7 +25,8 @@ def build_policy(name: str, r: RouterConfig, llm: Any) -> Any:
         from agentkit.routing.semantic import SemanticPolicy
 
         s = r.semantic
-        return SemanticPolicy(s.embedder, examples=r.examples, threshold=s.threshold, parametric_margin=s.parametric_margin)
+        return SemanticPolicy(s.embedder, examples=r.examples, threshold=s.threshold, parametric_margin=s.parametric_margin,
+                              content_threshold=s.content_threshold)
     if name == "probe":
         from agentkit.routing.probe import ProbePolicy
 

@@ -72,12 +72,18 @@ class SemanticPolicy:
         threshold: float = 0.3,
         parametric_margin: float = 0.12,
         use_packaged: bool = True,
+        content_threshold: float | None = 0.6,
     ) -> None:
         self.embedder = make_embedder(embedder) if isinstance(embedder, str) else embedder
         self.examples = {k: list(v) for k, v in (examples or {}).items()}
         self.threshold = threshold
         self.parametric_margin = parametric_margin
         self.use_packaged = use_packaged
+        #: Before sending a question to the model alone, compare it with each document source's
+        #: best passage for it: at this similarity or more the source holds the answer (a user's
+        #: notes on Everest beat the model's memory of it). None turns the check off.
+        self.content_threshold = content_threshold
+        self._passages: dict[str, np.ndarray] = {}
         self._index: dict[tuple[str, ...], tuple[list[str], np.ndarray, np.ndarray]] = {}
         self._lock = threading.Lock()
 
@@ -123,6 +129,14 @@ class SemanticPolicy:
         if scores[best] < self.threshold:
             return Vote(signals=signals)
         if best == PARAMETRIC:
+            if self.content_threshold is not None and signals["semantic:margin"] >= self.parametric_margin:
+                content = {n: self._content_similarity(query, n, q) for n in query.documents}
+                for n, sim in content.items():
+                    signals[f"semantic:{n}:content"] = round(sim, 4) if sim is not None else 0.0
+                holders = [n for n, sim in content.items() if sim is not None and sim >= self.content_threshold]
+                if holders:
+                    why = ", ".join(f"{n} ({content[n]:.2f})" for n in holders)
+                    return Vote(holders, 0.7, f"a passage in {why} is close to the question", signals, decisive=True)
             if signals["semantic:margin"] >= self.parametric_margin or not others:
                 return Vote([PARAMETRIC], min(0.95, 0.6 + signals["semantic:margin"]),
                             f"close to requests the model answers alone ({para:.2f}, next {para - signals['semantic:margin']:.2f})",
@@ -133,3 +147,21 @@ class SemanticPolicy:
         why = ", ".join(f"{t} ({scores[t]:.2f})" for t in chosen)
         return Vote(chosen, min(0.95, 0.5 + scores[best] - para), f"close to the description and examples of {why}",
                     signals, decisive=True)
+
+    def _content_similarity(self, query: Query, name: str, q: np.ndarray) -> float | None:
+        try:
+            hits = query.sources[name].search(query.question, k=1)
+        except Exception:  # noqa: BLE001 - the probe policy and the agent report failing sources
+            return None
+        if not hits:
+            return None
+        top = hits[0]
+        key = f"{name}\x00{top.id}"
+        vec = self._passages.get(key)
+        if vec is None:
+            text = f"{top.title}. {top.text}"[:400]
+            vec = np.asarray(self.embedder.embed_documents([text])[0], dtype=np.float32)
+            if len(self._passages) > 4096:
+                self._passages.clear()
+            self._passages[key] = vec
+        return float(vec @ q)
