@@ -16,7 +16,7 @@ import click
 
 from agentkit.agent import Agent
 from agentkit.errors import AgentkitError
-from agentkit.types import PARAMETRIC, Answer, AnswerEvent, Message, RouteEvent, TokenEvent, WarningEvent
+from agentkit.types import PARAMETRIC, Answer, AnswerEvent, Message, RouteEvent, StepEvent, TokenEvent, WarningEvent
 
 if TYPE_CHECKING:
     from agentkit.sessions import AnswerWriter, SessionStore
@@ -156,6 +156,8 @@ class Repl:
                     printed = True
                     if writer is not None:
                         writer.add(event.text)
+                elif isinstance(event, StepEvent):
+                    printed = self._show_step(event, printed)
                 elif isinstance(event, WarningEvent):
                     pass  # shown once, under the answer
                 elif isinstance(event, AnswerEvent):
@@ -183,12 +185,28 @@ class Repl:
 
         if printed:
             click.echo()
-        # Reprint the answer when agentkit changed it (attributed citations) or nothing streamed.
-        if not printed or any(c.inferred for c in answer.citations):
+        if answer.withheld:
+            click.secho("[no source supports the answer above; it was withheld]", fg="yellow")
+        # Reprint the answer when agentkit changed it (attributed citations, withheld) or nothing streamed.
+        if not printed or answer.withheld or any(c.inferred for c in answer.citations):
             click.secho(f"Answer: {answer.text}", bold=True)
         show_footer(answer)
         self.last = answer
         self.history += [Message("user", answer.question), Message("assistant", answer.text)]
+
+    @staticmethod
+    def _show_step(event: StepEvent, printed: bool) -> bool:
+        """A search the model asked for, a tool call, or a re-retrieval; returns `printed` for what follows."""
+        st = event.step
+        if printed:
+            click.echo()
+        if st.action == "retry":
+            click.secho(f"↻ no source supports that answer; searching again for {st.query!r}", fg="yellow")
+        elif st.action == "search":
+            click.secho(f"↳ searching {st.source} for {st.query!r}", dim=True)
+        elif st.action == "call":
+            click.secho(f"⚙ {getattr(st, 'tool', '')}({getattr(st, 'arguments', '')}) → {getattr(st, 'observation', '')[:120]}", dim=True)
+        return False
 
     # --- slash commands --------------------------------------------------------------------
 
