@@ -1,0 +1,588 @@
+"""A model on a server: any OpenAI-compatible endpoint (llama-server, vLLM, Ollama, agentkit serve).
+
+Streams over SSE, retries connection failures, 429 and 5xx with backoff, and sends grammar /
+JSON-schema constraints in the spelling the server understands.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from agentkit.errors import ModelError, PromptTooLong
+from agentkit.llm.base import Completion, Delta, GenerationOptions, TokenLogprob
+from agentkit.types import Message, Usage
+
+if TYPE_CHECKING:
+    import httpx
+
+log = logging.getLogger(__name__)
+
+Constraints = Literal["auto", "llama_cpp", "vllm", "openai", "none"]
+
+#: Used when neither the config nor the server says how long the context is.
+DEFAULT_CONTEXT = 4096
+#: Statuses worth another try: rate limited, or the server (or a proxy before it) failing.
+RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+#: Template tokens assumed per message: the server's chat template is not visible from here.
+MESSAGE_OVERHEAD = 4
+#: Without a tokenize endpoint, one token per this many characters: a deliberate overestimate,
+#: so that prompts budgeted with it still fit (English BPE averages about 4).
+CHARS_PER_TOKEN = 3.0
+
+
+class ModelUnavailable(ModelError):
+    """The model server cannot be reached (refused, timed out, or kept failing)."""
+
+
+class OpenAICompatConfig(BaseModel):
+    """The `llm:` section that points agentkit at a model served over HTTP."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["openai_compat"] = "openai_compat"
+    base_url: str = Field(description="the API root, e.g. http://gpu-box:8080/v1")
+    model: str = Field(default="", description="model id to request; empty = the first one /v1/models lists")
+    api_key: str | None = Field(default=None, description="sent as a bearer token; write ${ENV_VAR} to keep it out of the file")
+    timeout: float = Field(default=120.0, gt=0, description="seconds to wait for the server's next bytes")
+    connect_timeout: float = Field(default=5.0, gt=0, description="seconds to wait for a connection")
+    max_retries: int = Field(default=2, ge=0, le=10, description="extra tries on connection errors, 429 and 5xx")
+    backoff: float = Field(default=0.5, ge=0, description="first retry delay in seconds; doubles each try")
+    context_length: int | None = Field(default=None, ge=1, description="None = ask the server, else 4096")
+    constraints: Constraints = Field(
+        default="auto", description="how grammar / json_schema are sent: auto detects llama_cpp or vllm, else openai"
+    )
+    extra_body: dict[str, Any] = Field(default_factory=dict, description="extra fields sent with every request")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError(f"base_url must start with http:// or https://, e.g. http://127.0.0.1:8080/v1; got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        # `api_key: ${KEY:-}` interpolates to "" when the variable is unset.
+        return None if isinstance(value, str) and not value.strip() else value
+
+
+@dataclass
+class _ServerInfo:
+    """What /v1/models (and llama-server's /props) say about the server, read once."""
+
+    models: list[str]
+    style: Constraints
+    context_length: int | None
+
+
+class OpenAICompatLLM:
+    """A chat model behind an OpenAI-compatible HTTP API.
+
+    Construction does no I/O; the server is asked what it serves on first use. Safe to share
+    between threads (one pooled HTTP client). Closing a stream closes its connection, which
+    makes llama-server, vLLM and agentkit serve stop generating.
+    """
+
+    config_model = OpenAICompatConfig
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str = "",
+        *,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        connect_timeout: float = 5.0,
+        max_retries: int = 2,
+        backoff: float = 0.5,
+        context_length: int | None = None,
+        constraints: Constraints = "auto",
+        extra_body: dict[str, Any] | None = None,
+    ) -> None:
+        self.base_url = OpenAICompatConfig(base_url=base_url).base_url
+        self.model = model
+        self.api_key = api_key
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self._context_length = context_length
+        self.constraints: Constraints = constraints
+        self.extra_body = dict(extra_body or {})
+        self.name = model or urlsplit(self.base_url).netloc
+        self._client: httpx.Client | None = None
+        self._info: _ServerInfo | None = None
+        self._lock = threading.Lock()
+        #: How to count tokens, found on first use: (path, body key, tokens baseline) or None.
+        self._tokenizer: tuple[str, str, int] | None | Literal[False] = False
+        self._counts: dict[str, int] = {}
+
+    @classmethod
+    def from_config(cls, config: OpenAICompatConfig) -> OpenAICompatLLM:
+        return cls(
+            config.base_url,
+            config.model,
+            api_key=config.api_key,
+            timeout=config.timeout,
+            connect_timeout=config.connect_timeout,
+            max_retries=config.max_retries,
+            backoff=config.backoff,
+            context_length=config.context_length,
+            constraints=config.constraints,
+            extra_body=config.extra_body,
+        )
+
+    def __repr__(self) -> str:
+        return f"OpenAICompatLLM({self.base_url!r}, model={self.model!r})"
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def warm_up(self) -> None:
+        """Ask the server what it serves now, so that a wrong URL fails at start-up."""
+        self._server(retries=self.max_retries)
+
+    # --- the protocol ---------------------------------------------------------------------------
+
+    @property
+    def context_length(self) -> int:
+        """The configured length, else what the server reports, else 4096.
+
+        A failed probe is not remembered: `isinstance(x, LLM)` reads this property on Python < 3.12,
+        and a type check must not fail because the server is down.
+        """
+        if self._context_length is not None:
+            return self._context_length
+        try:
+            info = self._server(retries=0)
+        except ModelError:
+            return DEFAULT_CONTEXT
+        return info.context_length or DEFAULT_CONTEXT
+
+    def chat(self, messages: Sequence[Message], options: GenerationOptions | None = None) -> Completion:
+        options = options or GenerationOptions()
+        body = self._body(messages, options, stream=False)
+        response = self._send("POST", "/chat/completions", body)
+        data = _json(response, self.base_url)
+        try:
+            choice = data["choices"][0]
+            text = choice["message"].get("content") or ""
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise ModelError(f"{self.base_url}/chat/completions answered without choices[0].message: {str(data)[:300]}") from None
+        usage = data.get("usage") or {}
+        return Completion(
+            text=text,
+            usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)),
+            finish_reason=choice.get("finish_reason") or "stop",
+            logprobs=_logprobs(choice.get("logprobs")) if options.logprobs is not None else None,
+        )
+
+    def stream(self, messages: Sequence[Message], options: GenerationOptions | None = None) -> Iterator[Delta]:
+        """Yield text as the server sends it; the last `Delta` has `finish_reason` and `usage`.
+
+        The request is sent (and connection errors raised) here, before the first `next()`.
+        """
+        options = options or GenerationOptions()
+        body = self._body(messages, options, stream=True)
+        response = self._send("POST", "/chat/completions", body, stream=True)
+        return _Stream(self._deltas(response, messages), response)
+
+    def count_tokens(self, text: str) -> int:
+        """Exact when the server has a tokenize endpoint (llama-server, llama-cpp-python, vLLM,
+        agentkit serve), else about one token per three characters, rounded up."""
+        if not text:
+            return 0
+        cached = self._counts.get(text)
+        if cached is not None:
+            return cached
+        tokenizer = self._find_tokenizer()
+        if tokenizer is None:
+            n = math.ceil(len(text) / CHARS_PER_TOKEN)
+        else:
+            n = self._count_remote(tokenizer, text)
+        if len(self._counts) > 10_000:
+            self._counts.clear()
+        self._counts[text] = n
+        return n
+
+    def count_message_tokens(self, messages: Sequence[Message]) -> int:
+        """Content tokens plus a few per message for the chat template, which the server applies."""
+        return sum(self.count_tokens(m.content) + MESSAGE_OVERHEAD for m in messages) + 2
+
+    # --- requests -------------------------------------------------------------------------------
+
+    def _http(self) -> httpx.Client:
+        if self._client is None:
+            import httpx
+
+            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+            timeout = httpx.Timeout(self.timeout, connect=self.connect_timeout)
+            self._client = httpx.Client(headers=headers, timeout=timeout)
+        return self._client
+
+    def _send(
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, stream: bool = False, retries: int | None = None
+    ) -> httpx.Response:
+        """One request, retried on connection errors, 429 and 5xx; errors become ModelErrors."""
+        import httpx
+
+        url = self.base_url + path if path.startswith("/") else path
+        attempts = (self.max_retries if retries is None else retries) + 1
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            try:
+                request = self._http().build_request(method, url, json=body)
+                response = self._http().send(request, stream=stream)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+                if last:
+                    raise ModelUnavailable(
+                        f"cannot reach the model server at {url} ({type(exc).__name__}: {exc}) after {attempts} "
+                        f"attempt(s); start the server (e.g. python -m llama_cpp.server --model MODEL.gguf, "
+                        f"llama-server -m MODEL.gguf, vllm serve MODEL) or fix llm.base_url"
+                    ) from exc
+                self._sleep(attempt, None)
+                continue
+            except httpx.TimeoutException as exc:
+                raise ModelUnavailable(
+                    f"the model server at {url} sent nothing for {self.timeout:g} s ({type(exc).__name__}); "
+                    "raise llm.timeout for slow models or long prompts, or check the server's load"
+                ) from exc
+            if response.status_code < 400:
+                return response
+            if response.status_code in RETRY_STATUSES and not last:
+                retry_after = response.headers.get("retry-after")
+                response.close()
+                self._sleep(attempt, retry_after)
+                continue
+            response.read()
+            raise self._http_error(url, response, attempts)
+        raise AssertionError("unreachable")
+
+    def _sleep(self, attempt: int, retry_after: str | None) -> None:
+        delay = self.backoff * (2**attempt) * (1 + random.random() / 4)
+        if retry_after is not None:
+            try:
+                delay = max(delay, min(float(retry_after), 30.0))
+            except ValueError:
+                pass
+        time.sleep(min(delay, 30.0))
+
+    def _http_error(self, url: str, response: httpx.Response, attempts: int) -> ModelError | PromptTooLong:
+        status = response.status_code
+        message = _error_message(response)
+        if status in (401, 403):
+            return ModelError(
+                f"the model server at {url} refused the API key ({status}: {message}); "
+                "set llm.api_key (e.g. api_key: ${MODEL_API_KEY})"
+            )
+        if status == 404:
+            models = ", ".join(self._info.models) if self._info and self._info.models else "see GET /v1/models"
+            return ModelError(
+                f"{url} answered 404 ({message}); check llm.base_url (it usually ends in /v1) "
+                f"and llm.model {self.model!r} (the server has: {models})"
+            )
+        if status == 400 and any(w in message.lower() for w in ("context", "too long", "exceed", "maximum")):
+            return PromptTooLong(
+                f"the model server at {url} says the prompt does not fit ({message}); set llm.context_length "
+                "to the server's context size so agentkit trims evidence to fit, or shorten the question"
+            )
+        if status in RETRY_STATUSES:
+            return ModelUnavailable(f"the model server at {url} kept failing ({status}: {message}) after {attempts} attempt(s)")
+        return ModelError(f"the model server at {url} rejected the request ({status}: {message})")
+
+    def _body(self, messages: Sequence[Message], options: GenerationOptions, *, stream: bool) -> dict[str, Any]:
+        style = self._style() if options.grammar is not None or options.json_schema is not None or options.repeat_penalty else self.constraints
+        body: dict[str, Any] = {
+            **self.extra_body,
+            "model": self._model_id(),
+            "messages": [m.to_dict() for m in messages],
+            "temperature": options.temperature,
+            "stream": stream,
+        }
+        if options.max_tokens and options.max_tokens > 0:
+            body["max_tokens"] = options.max_tokens
+        if options.stop:
+            body["stop"] = list(options.stop)
+        if options.seed is not None:
+            body["seed"] = options.seed
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        if options.logprobs is not None:
+            body["logprobs"] = True
+            if options.logprobs > 0:
+                body["top_logprobs"] = options.logprobs
+        if options.repeat_penalty is not None:
+            # A sampling hint, not a constraint: dropped where the server has no such knob.
+            if style == "llama_cpp":
+                body["repeat_penalty"] = options.repeat_penalty
+            elif style == "vllm":
+                body["repetition_penalty"] = options.repeat_penalty
+        body.update(_constraint(options, style, self.base_url))
+        return body
+
+    def _deltas(self, response: httpx.Response, messages: Sequence[Message]) -> Generator[Delta, None, None]:
+        finish, usage, pieces = "stop", None, 0
+        try:
+            for data in _sse_events(response):
+                if data.get("error"):
+                    err = data["error"]
+                    raise ModelError(f"the model server at {self.base_url} failed mid-answer: {err.get('message', err) if isinstance(err, dict) else err}")
+                if data.get("usage"):
+                    u = data["usage"]
+                    usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
+                for choice in data.get("choices") or []:
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        pieces += 1
+                        yield Delta(text)
+                    finish = choice.get("finish_reason") or finish
+        except _read_errors() as exc:
+            raise ModelUnavailable(
+                f"the model server at {self.base_url} stopped sending mid-answer ({type(exc).__name__}: {exc}); "
+                "raise llm.timeout if it is slow, or check its log"
+            ) from exc
+        finally:
+            # Also on close(): dropping the connection is how the server learns to stop generating.
+            response.close()
+        if usage is None:
+            usage = Usage(self.count_message_tokens(messages), pieces)
+        yield Delta("", finish_reason=finish, usage=usage)
+
+    # --- what the server is ----------------------------------------------------------------------
+
+    def _server(self, retries: int) -> _ServerInfo:
+        info = self._info
+        if info is None:
+            with self._lock:
+                if self._info is None:
+                    self._info = self._probe(retries)
+                info = self._info
+        return info
+
+    def _probe(self, retries: int) -> _ServerInfo:
+        data = _json(self._send("GET", "/models", retries=retries), self.base_url)
+        items = [m for m in data.get("data") or [] if isinstance(m, dict)]
+        ids = [str(m.get("id")) for m in items]
+        owners = {str(m.get("owned_by", "")) for m in items}
+        context: int | None = None
+        for m in items:
+            if self.model and m.get("id") != self.model:
+                continue
+            for key in ("context_length", "max_model_len"):
+                if isinstance(m.get(key), int):
+                    context = m[key]
+            meta = m.get("meta")
+            if context is None and isinstance(meta, dict) and isinstance(meta.get("n_ctx"), int):
+                context = meta["n_ctx"]
+            break
+        if "vllm" in owners or any("max_model_len" in m for m in items):
+            style: Constraints = "vllm"
+        elif owners & {"llamacpp", "me", "agentkit"}:
+            # llama-server, llama-cpp-python's server ("me") and agentkit serve all take
+            # `grammar` and `response_format: {type: json_object, schema}`.
+            style = "llama_cpp"
+        else:
+            style = "openai"
+        if context is None and style == "llama_cpp":
+            context = self._props_context()
+        return _ServerInfo(ids, style, context)
+
+    def _props_context(self) -> int | None:
+        """llama-server's /props knows the slot context; other servers answer 404 there."""
+        try:
+            response = self._send("GET", _root(self.base_url) + "/props", retries=0)
+            value = (response.json().get("default_generation_settings") or {}).get("n_ctx")
+        except (ModelError, ValueError, AttributeError):
+            return None
+        return value if isinstance(value, int) and value > 0 else None
+
+    def _style(self) -> Constraints:
+        if self.constraints != "auto":
+            return self.constraints
+        return self._server(retries=self.max_retries).style
+
+    def _model_id(self) -> str:
+        if not self.model:
+            models = self._server(retries=self.max_retries).models
+            if not models:
+                raise ModelError(f"{self.base_url}/models lists no model; set llm.model to the id the server expects")
+            self.model = models[0]
+            self.name = self.model
+        return self.model
+
+    def _find_tokenizer(self) -> tuple[str, str, int] | None:
+        """The first tokenize endpoint the server answers, as (url, how to read it, baseline)."""
+        if self._tokenizer is not False:
+            return self._tokenizer
+        root = _root(self.base_url)
+        candidates = [
+            (root + "/tokenize", "vllm"),  # vLLM; llama-server answers it too, with another body
+            (root + "/tokenize", "llama_server"),
+            (root + "/extras/tokenize/count", "count"),  # llama-cpp-python's server, agentkit serve
+        ]
+        if self._style() != "vllm":
+            candidates = candidates[1:] + candidates[:1]
+        found: tuple[str, str, int] | None = None
+        for url, kind in candidates:
+            try:
+                # Some servers count BOS in every answer: the count of "" is subtracted later.
+                baseline = self._count_remote((url, kind, 0), "", retries=0)
+            except ModelUnavailable as exc:
+                if exc.__cause__ is not None:  # unreachable, not just a missing endpoint
+                    raise
+                continue
+            except ModelError:
+                continue
+            found = (url, kind, baseline)
+            break
+        if found is None:
+            log.info("%s has no tokenize endpoint; counting about %g characters per token", self.base_url, CHARS_PER_TOKEN)
+        self._tokenizer = found
+        return found
+
+    def _count_remote(self, tokenizer: tuple[str, str, int], text: str, retries: int | None = None) -> int:
+        url, kind, baseline = tokenizer
+        if kind == "vllm":
+            body: dict[str, Any] = {"model": self._model_id(), "prompt": text, "add_special_tokens": False}
+        elif kind == "llama_server":
+            body = {"content": text, "add_special": False}
+        else:
+            body = {"input": text, "model": self.model or None}
+        data = _json(self._send("POST", url, body, retries=retries), url)
+        if kind == "count" or (kind == "vllm" and isinstance(data.get("count"), int)):
+            n = data.get("count")
+        else:
+            tokens = data.get("tokens")
+            n = len(tokens) if isinstance(tokens, list) else None
+        if not isinstance(n, int):
+            raise ModelError(f"{url} answered without a token count: {str(data)[:200]}")
+        return max(0, n - baseline)
+
+
+class _Stream(Iterator[Delta]):
+    """A delta generator that also closes its HTTP response when closed before it started."""
+
+    def __init__(self, deltas: Generator[Delta, None, None], response: httpx.Response) -> None:
+        self._deltas = deltas
+        self._response = response
+
+    def __next__(self) -> Delta:
+        return next(self._deltas)
+
+    def close(self) -> None:
+        self._deltas.close()
+        self._response.close()
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _root(base_url: str) -> str:
+    """The server root, where llama.cpp and vLLM keep their non-OpenAI endpoints."""
+    return base_url.removesuffix("/v1")
+
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    import httpx
+
+    return (httpx.TransportError,)
+
+
+def _json(response: httpx.Response, where: str) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        raise ModelError(f"{where} did not answer JSON (got {response.text[:200]!r}); is llm.base_url an OpenAI-compatible API?") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{where} answered {type(data).__name__}, not a JSON object")
+    return data
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return response.text.strip()[:300] or response.reason_phrase
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, dict):
+        return str(err.get("message") or err)
+    if isinstance(err, str):
+        return err
+    if isinstance(data, dict) and "detail" in data:  # FastAPI's validation errors
+        return json.dumps(data["detail"])[:300]
+    return str(data)[:300]
+
+
+def _constraint(options: GenerationOptions, style: Constraints, where: str) -> dict[str, Any]:
+    """The request fields that make the server follow a grammar or a JSON schema."""
+    if options.grammar is None and options.json_schema is None:
+        return {}
+    if options.grammar is not None and options.json_schema is not None:
+        raise NotImplementedError("pass grammar or json_schema, not both")
+    if style == "none":
+        raise NotImplementedError(f"llm.constraints is 'none' for {where}: it cannot honour a grammar or a JSON schema")
+    if options.json_schema is not None:
+        if style == "llama_cpp":
+            return {"response_format": {"type": "json_object", "schema": options.json_schema}}
+        return {"response_format": {"type": "json_schema", "json_schema": {"name": "agentkit", "schema": options.json_schema}}}
+    if style == "llama_cpp":
+        return {"grammar": options.grammar}
+    if style == "vllm":
+        # `guided_grammar` for vLLM before 0.10, `structured_outputs` after; each ignores the other.
+        return {"guided_grammar": options.grammar, "structured_outputs": {"grammar": options.grammar}}
+    raise NotImplementedError(
+        f"{where} speaks plain OpenAI, which has no GBNF grammars; use json_schema, or set "
+        "llm.constraints to llama_cpp or vllm if the server is one of those"
+    )
+
+
+def _sse_events(response: httpx.Response) -> Iterator[dict[str, Any]]:
+    """The JSON objects of an SSE stream, up to `data: [DONE]`."""
+    data: list[str] = []
+    for line in response.iter_lines():
+        if line.startswith("data:"):
+            data.append(line[5:].lstrip())
+            continue
+        if line or not data:
+            continue  # comments, `event:` lines, keep-alives
+        payload, data = "\n".join(data), []
+        if payload == "[DONE]":
+            return
+        try:
+            event = json.loads(payload)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            yield event
+    if data and data[-1] != "[DONE]":
+        try:
+            event = json.loads("\n".join(data))
+        except ValueError:
+            return
+        if isinstance(event, dict):
+            yield event
+
+
+def _logprobs(value: Any) -> list[TokenLogprob] | None:
+    items = value.get("content") if isinstance(value, dict) else None
+    if not isinstance(items, list):
+        return None
+    out = []
+    for item in items:
+        top = {str(t.get("token")): float(t.get("logprob")) for t in item.get("top_logprobs") or [] if t.get("logprob") is not None}
+        out.append(TokenLogprob(token=str(item.get("token", "")), logprob=float(item.get("logprob", float("nan"))), top=top))
+    return out

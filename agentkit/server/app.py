@@ -1,0 +1,441 @@
+"""The HTTP app behind `agentkit serve`: OpenAI's chat completions (JSON or SSE), models, health.
+
+Generation is blocking, so each request runs in a worker thread; a bounded number run at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from agentkit.errors import AgentkitError, InputError, PromptTooLong, UnknownSource
+from agentkit.server.protocol import (
+    ApiError,
+    ChatRequest,
+    ReplySplitter,
+    agentkit_field,
+    answer_body,
+    chunk,
+    completion_id,
+    parse_chat_request,
+    raw_body,
+)
+from agentkit.types import AnswerEvent, RouteEvent, TokenEvent
+
+if TYPE_CHECKING:
+    from agentkit.agent import Agent
+
+DEFAULT_MAX_BODY = 1 << 20
+DEFAULT_MAX_CONCURRENCY = 8
+#: Seconds a client is told to wait when every slot is taken.
+RETRY_AFTER = 1
+
+
+def create_app(
+    agent: Agent,
+    *,
+    token: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY,
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    model_name: str = "agentkit",
+) -> Starlette:
+    """An ASGI app serving `agent` as model `model_name` and its bare LLM as `model_name/raw`.
+
+    `token`: clients must send `Authorization: Bearer <token>` (GET /health stays open).
+    Requests beyond `max_concurrency` get 429 with Retry-After; bodies over `max_body_bytes` get 413.
+    """
+    if max_concurrency < 1:
+        raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
+    if max_body_bytes < 1:
+        raise ValueError(f"max_body_bytes must be at least 1, got {max_body_bytes}")
+    server = AgentServer(agent, token=token, max_body_bytes=max_body_bytes, max_concurrency=max_concurrency, model_name=model_name)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        server.shutdown()
+
+    app = Starlette(
+        routes=[
+            Route("/health", server.health, methods=["GET"]),
+            Route("/v1/models", server.models, methods=["GET"]),
+            Route("/v1/chat/completions", server.chat, methods=["POST"]),
+            Route("/extras/tokenize/count", server.count_tokens, methods=["POST"]),
+        ],
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _server_error},  # type: ignore[dict-item]
+        lifespan=lifespan,
+    )
+    app.state.agentkit = server
+    return app
+
+
+class AgentServer:
+    """The endpoints, the token check and the concurrency slots of one served agent."""
+
+    def __init__(self, agent: Agent, *, token: str | None, max_body_bytes: int, max_concurrency: int, model_name: str) -> None:
+        self.agent = agent
+        self.token = token or None
+        self.max_body_bytes = max_body_bytes
+        self.max_concurrency = max_concurrency
+        self.model_name = model_name
+        #: Requests holding a slot: from the body read to the end of their worker thread.
+        self.active = 0
+        self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="agentkit-serve")
+        self._runs: set[_Run] = set()
+
+    # --- endpoints --------------------------------------------------------------------------
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse(
+            {
+                "status": "ok",
+                "model": self.agent.llm.name,
+                "sources": list(self.agent.sources),
+                "active": self.active,
+                "max_concurrency": self.max_concurrency,
+            }
+        )
+
+    async def models(self, request: Request) -> Response:
+        self._check_token(request)
+        # A remote backend may ask its own server: keep that off the event loop.
+        context = await anyio.to_thread.run_sync(lambda: self.agent.llm.context_length)
+        ids = (self.model_name, f"{self.model_name}/raw")
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {"id": i, "object": "model", "created": 0, "owned_by": "agentkit", "context_length": context}
+                    for i in ids
+                ],
+            }
+        )
+
+    async def count_tokens(self, request: Request) -> Response:
+        """llama-cpp-python's `/extras/tokenize/count`, so that remote agents budget exactly."""
+        self._check_token(request)
+        body = await self._read_json(request)
+        text = body.get("input") if isinstance(body, dict) else None
+        if not isinstance(text, str):
+            raise ApiError(400, "send {\"input\": \"text to count\"}", param="input")
+        count = await anyio.to_thread.run_sync(self.agent.llm.count_tokens, text)
+        return JSONResponse({"count": count})
+
+    async def chat(self, request: Request) -> Any:
+        self._check_token(request)
+        self._check_declared_size(request)
+        self._acquire()
+        try:
+            body = await self._read_json(request)
+            req = parse_chat_request(body, self.model_name, self.agent.settings.max_tokens)
+            run = self._start(req)
+        except BaseException:
+            self._release()
+            raise
+        try:
+            first = await run.next()
+        except BaseException as exc:
+            run.stop()
+            raise _as_api_error(exc) from exc
+        if req.stream:
+            return _EventStream(run, self._chunks(req, run, first))
+        items = [first] + [item async for item in _mapped(run)]
+        cid = completion_id()
+        if req.raw:
+            return JSONResponse(raw_body(cid, req.model, items[0]))
+        answer = next(i.answer for i in items if isinstance(i, AnswerEvent))
+        return JSONResponse(answer_body(cid, req.model, answer))
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _check_token(self, request: Request) -> None:
+        if self.token is None:
+            return
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), self.token.encode()):
+            raise ApiError(
+                401,
+                "missing or wrong API key: send 'Authorization: Bearer <token>' with the token the server "
+                "was started with (agentkit serve --token, or $AGENTKIT_SERVER_TOKEN)",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    def _too_large(self, size: str) -> ApiError:
+        return ApiError(
+            413,
+            f"the request body is {size} bytes; this server accepts at most {self.max_body_bytes} "
+            "(agentkit serve --max-body); send less history or shorter messages",
+            code="request_too_large",
+        )
+
+    def _check_declared_size(self, request: Request) -> None:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise self._too_large(declared)
+
+    async def _read_json(self, request: Request) -> Any:
+        self._check_declared_size(request)
+        data = bytearray()
+        async for part in request.stream():
+            data += part
+            if len(data) > self.max_body_bytes:
+                raise self._too_large(f"over {self.max_body_bytes}")
+        try:
+            return json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(
+                400, f"the request body is not valid JSON ({exc}); send a JSON object with model and messages", code="invalid_json"
+            ) from None
+
+    def _acquire(self) -> None:
+        # Slots are only counted on the event loop's thread, so a plain int needs no lock.
+        if self.active >= self.max_concurrency:
+            raise ApiError(
+                429,
+                f"the server is busy: {self.active} requests are running, the limit set by "
+                f"--max-concurrency; retry after {RETRY_AFTER} s",
+                "rate_limit_error",
+                "concurrency_limit_exceeded",
+                headers={"Retry-After": str(RETRY_AFTER)},
+            )
+        self.active += 1
+
+    def _release(self) -> None:
+        self.active -= 1
+
+    def _start(self, req: ChatRequest) -> _Run:
+        llm = self.agent.llm
+        make: Callable[[], Iterator[Any]]
+        if req.raw and req.stream:
+            make = lambda: llm.stream(req.messages, req.options)
+        elif req.raw:
+            make = lambda: iter([llm.chat(req.messages, req.options)])
+        else:
+            make = lambda: self.agent.stream(req.question, history=req.history, route=req.route)
+        loop = asyncio.get_running_loop()
+
+        def done(run: _Run) -> None:
+            self._runs.discard(run)
+            self._release()
+
+        run = _Run(make, loop, done)
+        self._runs.add(run)
+        self._pool.submit(run.work)
+        return run
+
+    async def _chunks(self, req: ChatRequest, run: _Run, first: Any) -> AsyncIterator[dict[str, Any]]:
+        cid, model = completion_id(), req.model
+        items = _mapped(run)
+        if req.raw:
+            yield chunk(cid, model, {"role": "assistant", "content": ""})
+            usage = None
+            item = first
+            while True:
+                if item.text:
+                    yield chunk(cid, model, {"content": item.text})
+                if item.finish_reason is not None:
+                    usage = item.usage
+                    yield chunk(cid, model, {}, finish_reason=item.finish_reason)
+                try:
+                    item = await items.__anext__()
+                except StopAsyncIteration:
+                    break
+            if req.include_usage and usage is not None:
+                yield chunk(cid, model, None, usage=usage)
+            return
+        route = first.decision.to_dict() if isinstance(first, RouteEvent) else None
+        yield chunk(cid, model, {"role": "assistant", "content": ""}, extra={"route": route})
+        splitter = ReplySplitter()
+        async for event in items:
+            if isinstance(event, TokenEvent):
+                for kind, text in splitter.feed(event.text):
+                    yield chunk(cid, model, {kind: text})
+            elif isinstance(event, AnswerEvent):
+                answer = event.answer
+                for kind, text in splitter.finish():
+                    yield chunk(cid, model, {kind: text})
+                if not splitter.answered and answer.text:
+                    yield chunk(cid, model, {"content": answer.text})
+                yield chunk(cid, model, {}, finish_reason="stop", extra=agentkit_field(answer))
+                if req.include_usage:
+                    yield chunk(cid, model, None, usage=answer.usage)
+
+    def shutdown(self) -> None:
+        for run in list(self._runs):
+            run.stop()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _Run:
+    """One generation in a worker thread, handing what it yields to the event loop.
+
+    The whole iteration stays in one thread: llama.cpp's backend ties an open stream to the
+    thread that opened it. `stop()` closes the iterator after the item being produced.
+    """
+
+    def __init__(self, make: Callable[[], Iterator[Any]], loop: asyncio.AbstractEventLoop, done: Callable[[_Run], None]) -> None:
+        self._make = make
+        self._loop = loop
+        self._done = done
+        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._stop = threading.Event()
+        self._finished = False
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def work(self) -> None:
+        try:
+            items = self._make()
+            try:
+                for item in items:
+                    self._put("item", item)
+                    if self._stop.is_set():
+                        break
+            finally:
+                close = getattr(items, "close", None)
+                if close is not None:
+                    close()
+        except BaseException as exc:  # noqa: BLE001 - handed to the request, which maps it
+            self._put("error", exc)
+        else:
+            self._put("end", None)
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the server is shutting down
+                self._loop.call_soon_threadsafe(self._finish)
+
+    def _finish(self) -> None:
+        """Free the slot, once: when the request reads the end (before its response goes out, so
+        that the client's next request finds it free), or else when the thread ends."""
+        if not self._finished:
+            self._finished = True
+            self._done(self)
+
+    def _put(self, kind: str, value: Any) -> None:
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, (kind, value))
+
+    async def next(self) -> Any:
+        kind, value = await self._queue.get()
+        if kind != "item":
+            self._finish()
+        if kind == "error":
+            raise value
+        if kind == "end":
+            raise StopAsyncIteration
+        return value
+
+
+async def _mapped(run: _Run) -> AsyncIterator[Any]:
+    """The rest of a run's items; agentkit's errors surface as ApiError."""
+    while True:
+        try:
+            item = await run.next()
+        except StopAsyncIteration:
+            return
+        except Exception as exc:
+            raise _as_api_error(exc) from exc
+        yield item
+
+
+class _EventStream:
+    """Server-sent events: one `data:` line per chunk, then `data: [DONE]`.
+
+    Listens for the client going away meanwhile and stops the generation when it does.
+    """
+
+    def __init__(self, run: _Run, chunks: AsyncIterator[dict[str, Any]]) -> None:
+        self.run = run
+        self.chunks = chunks
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-cache"),
+                    (b"x-accel-buffering", b"no"),
+                ],
+            }
+        )
+
+        async def write() -> None:
+            try:
+                try:
+                    async for body in self.chunks:
+                        await send({"type": "http.response.body", "body": _sse(body), "more_body": True})
+                    await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": True})
+                except ApiError as exc:
+                    # The status line is gone already: the error travels as an event, which the
+                    # openai client raises as an APIError.
+                    await send({"type": "http.response.body", "body": _sse(exc.body()), "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            except OSError:  # the client went away while we were writing
+                self.run.stop()
+
+        async def watch(scope: anyio.CancelScope) -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            self.run.stop()
+            scope.cancel()
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch, tg.cancel_scope)
+                await write()
+                tg.cancel_scope.cancel()
+        finally:
+            self.run.stop()
+
+
+def _sse(body: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(body, ensure_ascii=False).encode("utf-8") + b"\n\n"
+
+
+def _as_api_error(exc: BaseException) -> ApiError:
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, PromptTooLong):
+        return ApiError(400, str(exc), code="context_length_exceeded")
+    if isinstance(exc, UnknownSource):
+        return ApiError(400, str(exc), code="unknown_source", param="agentkit.route")
+    if isinstance(exc, (InputError, NotImplementedError)):
+        return ApiError(422, str(exc) or type(exc).__name__, code="invalid_value")
+    if isinstance(exc, AgentkitError):
+        return ApiError(500, f"{type(exc).__name__}: {exc}", "server_error", "agentkit_error")
+    return ApiError(500, f"internal error ({type(exc).__name__}: {exc}); see the server's log", "server_error", "internal_error")
+
+
+async def _api_error(request: Request, exc: ApiError) -> Response:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    if exc.status_code == 404:
+        message = f"no route {request.url.path}; this server has /v1/chat/completions, /v1/models and /health"
+    else:
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+    err = ApiError(exc.status_code, message, code="not_found" if exc.status_code == 404 else None)
+    return JSONResponse(err.body(), status_code=exc.status_code, headers=dict(exc.headers or {}))
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    err = _as_api_error(exc)
+    return JSONResponse(err.body(), status_code=err.status)

@@ -1,0 +1,437 @@
+"""The OpenAI chat-completions wire format, as agentkit's server reads and writes it.
+
+Pure functions and small classes (no HTTP here): request parsing, response and chunk bodies, errors.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentkit.llm.base import Completion, GenerationOptions, TokenLogprob
+from agentkit.reasoning.citations import _ANSWER, _REASONING
+from agentkit.types import Answer, Message, Usage
+
+#: Roles a client may send; OpenAI's newer "developer" role counts as "system".
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
+class ApiError(Exception):
+    """An error the client caused (or may retry), sent as OpenAI's `{"error": {...}}` body."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        code: str | None = None,
+        *,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type_
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "code": self.code, "param": self.param}}
+
+
+@dataclass
+class ChatRequest:
+    """A validated `/v1/chat/completions` request."""
+
+    model: str
+    #: True for the bare model (no routing, no retrieval): `<name>/raw`.
+    raw: bool
+    messages: list[Message]
+    stream: bool = False
+    include_usage: bool = False
+    options: GenerationOptions = field(default_factory=GenerationOptions)
+    #: Forced route (agent mode only), from the extra field `{"agentkit": {"route": [...]}}`.
+    route: list[str] | None = None
+
+    @property
+    def question(self) -> str:
+        return self.messages[-1].content
+
+    @property
+    def history(self) -> list[Message]:
+        """Earlier user/assistant turns; system messages are dropped (the agent has its own)."""
+        return [m for m in self.messages[:-1] if m.role in ("user", "assistant")]
+
+
+def parse_chat_request(body: Any, model_name: str, max_tokens: int) -> ChatRequest:
+    """Validate a decoded JSON body; 400 for a malformed request, 422 for values agentkit cannot honour."""
+    if not isinstance(body, dict):
+        raise ApiError(400, f"the request body must be a JSON object, got {type(body).__name__}", code="invalid_json")
+    model = body.get("model")
+    known = (model_name, f"{model_name}/raw")
+    if model not in known:
+        raise ApiError(
+            400,
+            f"unknown model {model!r}; this server has {known[0]!r} (the agent: retrieval and citations) "
+            f"and {known[1]!r} (the bare model); see GET /v1/models",
+            code="model_not_found",
+            param="model",
+        )
+    raw = model == known[1]
+    messages = _messages(body.get("messages"), raw)
+    if body.get("n", 1) != 1:
+        raise ApiError(422, "n must be 1: agentkit returns one answer per request", code="invalid_value", param="n")
+    if body.get("tools") or body.get("functions"):
+        raise ApiError(422, "tools and functions are not supported; send plain messages", code="unsupported_parameter", param="tools")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise ApiError(422, f"stream must be true or false, got {stream!r}", code="invalid_value", param="stream")
+    stream_options = body.get("stream_options") or {}
+    include_usage = bool(isinstance(stream_options, dict) and stream_options.get("include_usage"))
+    request = ChatRequest(model=str(model), raw=raw, messages=messages, stream=stream, include_usage=include_usage)
+    if raw:
+        request.options = _options(body, max_tokens)
+    else:
+        for name in ("response_format", "grammar", "logprobs"):
+            value = body.get(name)
+            if value and value != {"type": "text"}:
+                raise ApiError(
+                    422,
+                    f"{name} applies to the bare model only: send it with model {known[1]!r}; "
+                    f"{known[0]!r} always answers in text with citations",
+                    code="unsupported_parameter",
+                    param=name,
+                )
+        request.route = _route(body.get("agentkit"))
+    return request
+
+
+def _messages(value: Any, raw: bool) -> list[Message]:
+    if not isinstance(value, list) or not value:
+        raise ApiError(
+            400,
+            "messages is missing or empty; send a list like [{\"role\": \"user\", \"content\": \"What is agentkit?\"}]",
+            code="missing_messages",
+            param="messages",
+        )
+    out: list[Message] = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise ApiError(400, f"messages[{i}] must be an object with role and content", param="messages")
+        role = _ROLES.get(str(item.get("role")))
+        if role is None:
+            raise ApiError(
+                422,
+                f"messages[{i}].role {item.get('role')!r} is not supported; use system, user or assistant",
+                code="invalid_value",
+                param="messages",
+            )
+        out.append(Message(role, _text(item.get("content"), i)))  # type: ignore[arg-type]
+    if not raw and out[-1].role != "user":
+        raise ApiError(
+            422,
+            f"the last message must be the user's question, got role {out[-1].role!r}",
+            code="invalid_value",
+            param="messages",
+        )
+    return out
+
+
+def _text(content: Any, i: int) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text":
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise ApiError(
+                    422, f"messages[{i}].content: only text parts are supported, got {kind!r}", code="invalid_value", param="messages"
+                )
+            parts.append(str(part.get("text", "")))
+        return "".join(parts)
+    raise ApiError(400, f"messages[{i}].content must be a string or a list of text parts", param="messages")
+
+
+def _route(extra: Any) -> list[str] | None:
+    if extra is None:
+        return None
+    route = extra.get("route") if isinstance(extra, dict) else None
+    if route is None:
+        return None
+    if isinstance(route, str):
+        route = [route]
+    if not isinstance(route, list) or not all(isinstance(r, str) for r in route):
+        raise ApiError(400, "agentkit.route must be a source name or a list of them (or 'parametric')", param="agentkit.route")
+    return route
+
+
+def _number(body: dict[str, Any], name: str, kind: type, low: float, high: float) -> Any:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+        raise ApiError(422, f"{name} must be a {kind.__name__}, got {value!r}", code="invalid_value", param=name)
+    if not low <= value <= high:
+        raise ApiError(422, f"{name} must be between {low:g} and {high:g}, got {value!r}", code="invalid_value", param=name)
+    return value
+
+
+def _options(body: dict[str, Any], max_tokens: int) -> GenerationOptions:
+    """Sampling and constraints for the bare model, in agentkit's GenerationOptions."""
+    options = GenerationOptions(max_tokens=max_tokens)
+    limit = _number(body, "max_completion_tokens", int, 1, 1 << 20) or _number(body, "max_tokens", int, 1, 1 << 20)
+    if limit:
+        options.max_tokens = limit
+    temperature = _number(body, "temperature", float, 0, 2)
+    if temperature is not None:
+        options.temperature = float(temperature)
+    options.seed = _number(body, "seed", int, -(1 << 63), 1 << 63)
+    penalty = _number(body, "repeat_penalty", float, 0, 10)
+    options.repeat_penalty = None if penalty is None else float(penalty)
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        options.stop = [stop]
+    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        options.stop = list(stop)
+    elif stop is not None:
+        raise ApiError(422, "stop must be a string or a list of strings", code="invalid_value", param="stop")
+    if body.get("logprobs"):
+        options.logprobs = _number(body, "top_logprobs", int, 0, 20) or 0
+    grammar = body.get("grammar")
+    if grammar is not None and not isinstance(grammar, str):
+        raise ApiError(422, "grammar must be GBNF text", code="invalid_value", param="grammar")
+    options.grammar = grammar or None
+    options.json_schema = _schema(body.get("response_format"))
+    return options
+
+
+def _schema(fmt: Any) -> dict[str, Any] | None:
+    """The JSON schema of a response_format, in llama.cpp's and in OpenAI's spelling."""
+    if fmt is None:
+        return None
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        schema = fmt.get("schema") or {"type": "object"}
+    elif kind == "json_schema":
+        spec = fmt.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+    else:
+        schema = None
+    if not isinstance(schema, dict):
+        raise ApiError(
+            422,
+            "response_format must be {\"type\": \"json_object\", \"schema\": {...}} or "
+            "{\"type\": \"json_schema\", \"json_schema\": {\"name\": ..., \"schema\": {...}}}",
+            code="invalid_value",
+            param="response_format",
+        )
+    return schema
+
+
+# --- responses ------------------------------------------------------------------------------
+
+
+def completion_id() -> str:
+    return "chatcmpl-" + uuid.uuid4().hex[:24]
+
+
+def agentkit_field(answer: Answer) -> dict[str, Any]:
+    """What an OpenAI response cannot say: citations, route, warnings, evidence ids, timings."""
+    return {
+        "text": answer.text,
+        "citations": [c.to_dict() for c in answer.citations],
+        "route": answer.route.to_dict() if answer.route else None,
+        "warnings": list(answer.warnings),
+        "passages": [p.id for p in answer.passages],
+        "reasoning": answer.reasoning,
+        "from_memory": answer.from_memory,
+        "timings": dict(answer.timings),
+    }
+
+
+def completion_body(
+    cid: str,
+    model: str,
+    text: str,
+    usage: Usage,
+    *,
+    finish_reason: str = "stop",
+    logprobs: Sequence[TokenLogprob] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": cid,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": _logprobs(logprobs) if logprobs is not None else None,
+                "finish_reason": finish_reason,
+            }
+        ],
+        "usage": usage.to_dict(),
+    }
+    if extra is not None:
+        body["agentkit"] = extra
+    return body
+
+
+def answer_body(cid: str, model: str, answer: Answer) -> dict[str, Any]:
+    return completion_body(cid, model, answer.text, answer.usage, extra=agentkit_field(answer))
+
+
+def raw_body(cid: str, model: str, completion: Completion) -> dict[str, Any]:
+    return completion_body(
+        cid, model, completion.text, completion.usage, finish_reason=completion.finish_reason, logprobs=completion.logprobs
+    )
+
+
+def chunk(
+    cid: str,
+    model: str,
+    delta: dict[str, Any] | None,
+    *,
+    finish_reason: str | None = None,
+    usage: Usage | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One `chat.completion.chunk`; `delta=None` gives the usage-only chunk (no choices)."""
+    body: dict[str, Any] = {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": []
+        if delta is None
+        else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+    }
+    if usage is not None:
+        body["usage"] = usage.to_dict()
+    if extra is not None:
+        body["agentkit"] = extra
+    return body
+
+
+def _logprobs(items: Sequence[TokenLogprob]) -> dict[str, Any]:
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+
+    return {
+        "content": [
+            {**entry(t.token, t.logprob), "top_logprobs": [entry(k, v) for k, v in t.top.items()]} for t in items
+        ]
+    }
+
+
+# --- streaming the agent's reply --------------------------------------------------------------
+
+_MARKS = ("answer:", "answer**:")
+_OPENINGS = ("reasoning:", "reasoning**:", "question:", "question**:")
+
+
+def _bare(line: str) -> str:
+    return line.lstrip().lstrip("*").lower()
+
+
+class ReplySplitter:
+    """Splits the agent's streamed reply the way `parse_reply` splits the whole one.
+
+    A reply that opens with "Reasoning:" streams as `reasoning_content` (the field vLLM and
+    DeepSeek use) until its "Answer:" line; the answer streams as `content`. A line is held back
+    only while it could still become that mark.
+    """
+
+    def __init__(self) -> None:
+        self.mode = "start"  # start -> reasoning | answer
+        self._line = ""  # the current, unfinished line (reasoning mode)
+        self._sent = 0  # how much of it has gone out
+        self._skip_space = False
+
+    @property
+    def answered(self) -> bool:
+        """True once the answer part has begun (else the final text must be sent at the end)."""
+        return self.mode == "answer"
+
+    def feed(self, text: str) -> list[tuple[str, str]]:
+        if self.mode == "answer":
+            return self._content(text)
+        if self.mode == "start":
+            self._line += text
+            head = _bare(self._line)
+            mark = _ANSWER.match(self._line)
+            if mark is not None and mark.end() < len(self._line):
+                rest, self._line = self._line[mark.end() :], ""
+                self.mode, self._skip_space = "answer", True
+                return self._content(rest)
+            if any(head.startswith(o) for o in _OPENINGS):
+                label = _REASONING.match(self._line)
+                if label is not None and label.end() == len(self._line):
+                    return []  # "Reasoning:" may still grow "**" or spaces: wait for the text
+                held = self._line[label.end() :] if label is not None else self._line
+                self._line, self.mode = "", "reasoning"
+                return self._reasoning(held)
+            if head and not any(o.startswith(head) for o in (*_OPENINGS, *_MARKS)):
+                held, self._line = self._line, ""
+                self.mode = "answer"
+                return self._content(held)
+            return []
+        return self._reasoning(text)
+
+    def finish(self) -> list[tuple[str, str]]:
+        """Whatever is still held back."""
+        if _ANSWER.match(self._line):
+            self.mode, self._line = "answer", ""  # an answer mark with nothing after it
+            return []
+        held, self._line = self._line[self._sent :], ""
+        if not held:
+            return []
+        return [("content" if self.mode == "start" else "reasoning_content", held)]
+
+    def _reasoning(self, text: str) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        *complete, self._line = (self._line + text).split("\n")
+        lines = [*complete, self._line]
+        for i, line in enumerate(lines):
+            last = i == len(lines) - 1
+            mark = _ANSWER.match(line)
+            # A mark at the very end may still grow ("**Answer:" + "**"): wait for what follows.
+            if mark is not None and (not last or mark.end() < len(line)):
+                # The answer begins: the rest of this line and everything after it is content.
+                rest = "\n".join([line[mark.end() :], *lines[i + 1 :]])
+                self._line, self._sent = "", 0
+                self.mode, self._skip_space = "answer", True
+                return out + self._content(rest)
+            if not last:
+                out.append(("reasoning_content", line[self._sent :] + "\n"))
+                self._sent = 0
+            elif mark is None and not any(m.startswith(_bare(line)) for m in _MARKS) and line[self._sent :]:
+                out.append(("reasoning_content", line[self._sent :]))
+                self._sent = len(line)
+        return _merge(out)
+
+    def _content(self, text: str) -> list[tuple[str, str]]:
+        if self._skip_space:
+            text = text.lstrip()
+            self._skip_space = not text
+        return [("content", text)] if text else []
+
+
+def _merge(pieces: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for kind, text in pieces:
+        if out and out[-1][0] == kind:
+            out[-1] = (kind, out[-1][1] + text)
+        elif text:
+            out.append((kind, text))
+    return out
