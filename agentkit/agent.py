@@ -87,6 +87,8 @@ class Agent:
         #: The model as a knowledge tool: consulted for a draft when a route mixes it with sources.
         self.parametric = ParametricSource(llm)
         self._pool: ThreadPoolExecutor | None = None
+        #: Tokens of each prompt template on its own (no question, history or evidence).
+        self._static_tokens: dict[str, int] = {}
         #: Tools the model may call; with any, it gets at least one action, even on the parametric route.
         self.tools: dict[str, Tool] = {}
         if tools:
@@ -274,6 +276,7 @@ class Agent:
         schema = self._action_schema(names)
         srcs = [self.sources[n] for n in names]
         observations: list[str] = []
+        calls: set[str] = set()
         for _ in range(rounds):
             so_far = [p for r in results for p in r if not p.source.startswith("tool:")]
             messages = template.render(
@@ -291,8 +294,14 @@ class Agent:
                 yield WarningEvent(note)
                 return
             if kind == "call":
-                yield from self._call_tool(action, results, answer, observations)
-                continue
+                key = json.dumps([action.get("tool"), action.get("arguments")], sort_keys=True, default=str)
+                if key not in calls:  # the same call again would learn nothing new: answer
+                    calls.add(key)
+                    yield from self._call_tool(action, results, answer, observations)
+                    continue
+                answer.steps.append(Step("answer"))
+                yield StepEvent(answer.steps[-1])
+                return
             source, query = action.get("source"), str(action.get("query", "")).strip()
             if kind != "search" or not query or source not in names:
                 answer.steps.append(Step("answer"))
@@ -318,7 +327,7 @@ class Agent:
 
     def _action_schema(self, names: list[str]) -> dict[str, Any]:
         """The JSON schema of the model's next action (llama.cpp turns it into a grammar)."""
-        search = {
+        search: dict[str, Any] = {
             "type": "object",
             "properties": {
                 "action": {"enum": ["answer", "search"]},
@@ -389,9 +398,15 @@ class Agent:
         template = load_template("answer" if any(results) else "parametric")
         history = list(history)
 
-        # Fixed cost: template, history and question with no evidence. Drop old history first,
-        # then trim the question, so the prompt always fits.
-        fixed = llm.count_message_tokens(template.render(history, question=question, passages=[]))
+        # Fixed cost: template, history and question with no evidence. A cheap upper bound (the
+        # template's own tokens, counted once, plus the parts) spares a render when it fits;
+        # otherwise drop old history first, then trim the question, so the prompt always fits.
+        static = self._static_tokens.get(template.name)
+        if static is None:
+            static = self._static_tokens[template.name] = llm.count_message_tokens(template.render(question="", passages=[]))
+        fixed = static + llm.count_tokens(question) + sum(llm.count_tokens(m.content) + 8 for m in history) + 8
+        if fixed > room:
+            fixed = llm.count_message_tokens(template.render(history, question=question, passages=[]))
         while fixed > room and history:
             history = history[2:]
             fixed = llm.count_message_tokens(template.render(history, question=question, passages=[]))

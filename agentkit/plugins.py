@@ -180,13 +180,13 @@ def load_registry(extra: Mapping[str, object] | None = None, *, entry_points: bo
         info = reg.plugins[ep.name] = PluginInfo(ep.name, dist.version if dist is not None else "", package or "")
         try:
             pm.register(ep.load(), name=ep.name)
-        except Exception as exc:  # a broken plugin must not break agentkit
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break agentkit
             info.error = reg.failures[ep.name] = f"{type(exc).__name__}: {exc}"
     for name, plugin in (extra or {}).items():
         reg.plugins[name] = PluginInfo(name)
         try:
             pm.register(plugin, name=name)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001
             reg.plugins[name].error = reg.failures[name] = f"{type(exc).__name__}: {exc}"
 
     for hook, attr in HOOKS.items():
@@ -198,7 +198,7 @@ def load_registry(extra: Mapping[str, object] | None = None, *, entry_points: bo
             staged: dict[str, Any] = {}
             try:
                 impl.function(register=_registrar(staged, hook))
-            except Exception as exc:  # a half-registered plugin registers nothing
+            except Exception as exc:  # noqa: BLE001 - a half-registered plugin registers nothing
                 info = reg.plugins.setdefault(impl.plugin_name, PluginInfo(impl.plugin_name))
                 info.error = reg.failures[impl.plugin_name] = f"{hook}: {type(exc).__name__}: {exc}"
                 continue
@@ -227,14 +227,6 @@ def _registrar(table: dict[str, Any], hook: str) -> Register:
 def registry() -> Registry:
     """Load built-ins and entry-point plugins once per process."""
     return load_registry()
-
-
-def plugin_names() -> Iterable[str]:
-    """The entry-point names in the `agentkit` group, without importing any plugin (cheap)."""
-    from importlib.metadata import entry_points
-
-    wanted = _wanted()
-    return [ep.name for ep in entry_points(group="agentkit") if wanted is None or ep.name in wanted]
 
 
 def build_llm(llm_config: dict[str, Any]) -> Any:

@@ -1,0 +1,240 @@
+"""The plugin system: hooks, built-ins registered the same way, failing plugins reported by name,
+the AGENTKIT_PLUGINS filter, plugin commands, and `agentkit plugins`."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from agentkit.agent import Agent
+from agentkit.cli import cli
+from agentkit.config import parse_config
+from agentkit.errors import ConfigError
+from agentkit.plugins import build_llm, hookimpl, load_registry, registry
+from agentkit.routing.simple import SimpleRouter
+from agentkit.testing import FakeLLM
+from agentkit.tools import Tool, tool
+
+
+class FakeDist:
+    def __init__(self, name: str, version: str) -> None:
+        self.metadata = {"Name": name}
+        self.version = version
+
+
+class FakeEntryPoint:
+    """Stands in for an installed package's `[project.entry-points.agentkit]` line."""
+
+    group = "agentkit"
+
+    def __init__(self, name: str, plugin: Any, package: str = "", version: str = "1.2.3") -> None:
+        self.name = name
+        self.plugin = plugin
+        self.dist = FakeDist(package or f"agentkit-{name}", version)
+
+    def load(self) -> Any:
+        if isinstance(self.plugin, BaseException):
+            raise self.plugin
+        return self.plugin
+
+
+@tool
+def shout(text: str) -> str:
+    """Upper-case a text.
+
+    Args:
+        text: What to shout.
+    """
+    return text.upper()
+
+
+@click.command("hello")
+@click.argument("who", default="world")
+def hello(who: str) -> None:
+    """Say hello from a plugin."""
+    click.echo(f"hello {who}")
+
+
+class EchoLLM(FakeLLM):
+    pass
+
+
+class GoodPlugin:
+    @hookimpl
+    def register_llms(self, register: Any) -> None:
+        register("echo", EchoLLM)
+
+    @hookimpl
+    def register_knowledge(self, register: Any) -> None:
+        register("lazy_memory", "agentkit.knowledge.memory:MemorySource")
+
+    @hookimpl
+    def register_routers(self, register: Any) -> None:
+        register("always_simple", SimpleRouter)
+
+    @hookimpl
+    def register_tools(self, register: Any) -> None:
+        register(shout)
+
+        def plain(n: int) -> int:
+            """Double n."""
+            return 2 * n
+
+        register("double", plain)
+
+    @hookimpl
+    def register_commands(self, register: Any) -> None:
+        register(hello)
+        register("sources", hello)  # a built-in name: the built-in wins
+
+
+class FailsToRegister:
+    @hookimpl
+    def register_tools(self, register: Any) -> None:
+        register(shout)  # staged, then dropped: a half-registered plugin registers nothing
+        raise RuntimeError("no licence key")
+
+
+class NamelessRegister:
+    @hookimpl
+    def register_tools(self, register: Any) -> None:
+        register(object())
+
+
+@pytest.fixture()
+def installed(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[FakeEntryPoint]]:
+    """Fake installed plugins; the process-wide registry is rebuilt around each test."""
+    eps: list[FakeEntryPoint] = [
+        FakeEntryPoint("good", GoodPlugin(), version="2.0.1"),
+        FakeEntryPoint("broken", ImportError("No module named 'agentkit_broken'")),
+        FakeEntryPoint("grumpy", FailsToRegister()),
+    ]
+
+    def entry_points(**params: Any) -> list[FakeEntryPoint]:
+        return list(eps) if params.get("group") == "agentkit" else []
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    monkeypatch.delenv("AGENTKIT_PLUGINS", raising=False)
+    registry.cache_clear()
+    yield eps
+    registry.cache_clear()
+
+
+def test_builtins_register_through_the_same_hooks() -> None:
+    reg = load_registry(entry_points=False)
+    assert {"llama_cpp", "fake"} <= set(reg.llms)
+    assert {"qdrant", "memory", "dictionary", "elasticsearch"} <= set(reg.knowledge_classes)
+    assert set(reg.routers) >= {"simple", "rules", "semantic", "probe", "confidence", "judge", "learned"}
+    assert reg.router("simple") is SimpleRouter
+    assert reg.plugins["builtins"].registered["register_routers"][0] == "simple"
+    assert reg.failures == {}
+
+
+def test_every_hook_of_a_plugin_is_collected(installed: list[FakeEntryPoint]) -> None:
+    reg = registry()
+    assert reg.llm("echo") is EchoLLM
+    assert reg.knowledge("lazy_memory").__name__ == "MemorySource"
+    assert reg.router("always_simple") is SimpleRouter
+    assert reg.tool("shout") is shout
+    double = reg.tool("double")
+    assert isinstance(double, Tool) and double.parameters["properties"]["n"] == {"type": "integer"}
+    assert reg.commands() == {"hello": hello, "sources": hello}
+    info = reg.plugins["good"]
+    assert (info.version, info.package) == ("2.0.1", "agentkit-good")
+    assert info.registered["register_tools"] == ["shout", "double"]
+
+
+def test_failing_plugins_are_reported_by_name_and_agentkit_keeps_working(installed: list[FakeEntryPoint]) -> None:
+    reg = registry()
+    assert reg.failures["broken"] == "ImportError: No module named 'agentkit_broken'"
+    assert reg.failures["grumpy"] == "register_tools: RuntimeError: no licence key"
+    assert reg.plugins["grumpy"].registered == {}
+    assert "good" not in reg.failures
+    llm = build_llm({"backend": "fake"})
+    assert Agent(llm).ask("What is 2 and 2?").text
+
+
+def test_register_needs_a_name() -> None:
+    reg = load_registry({"nameless": NamelessRegister()}, entry_points=False)
+    assert reg.failures["nameless"].startswith("register_tools: TypeError: register_tools: register(name, target) needs a name")
+
+
+def test_agentkit_plugins_env_limits_what_loads(installed: list[FakeEntryPoint], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTKIT_PLUGINS", "good")
+    reg = load_registry()
+    assert set(reg.plugins) == {"builtins", "good"} and reg.failures == {}
+    monkeypatch.setenv("AGENTKIT_PLUGINS", "agentkit-broken")  # a package name works too
+    assert set(load_registry().failures) == {"broken"}
+    monkeypatch.setenv("AGENTKIT_PLUGINS", "")
+    reg = load_registry()
+    assert set(reg.plugins) == {"builtins"} and "llama_cpp" in reg.llms
+
+
+def test_unknown_names_are_config_errors_naming_the_key_and_the_choices(installed: list[FakeEntryPoint]) -> None:
+    reg = registry()
+    with pytest.raises(ConfigError, match=r"my\.yaml: tools\[1\]: unknown value 'shuot'; one of: double, shout"):
+        reg.tool("shuot", origin="my.yaml", where="tools[1]")
+    with pytest.raises(ConfigError, match=r"router\.policy: unknown value 'nope'; one of: always_simple, confidence"):
+        reg.router("nope")
+
+
+def test_lazy_targets_that_cannot_import_say_so() -> None:
+    class Bad:
+        @hookimpl
+        def register_routers(self, register: Any) -> None:
+            register("ghost", "agentkit.routing.no_such_module:Ghost")
+
+    reg = load_registry({"bad": Bad()}, entry_points=False)
+    with pytest.raises(ConfigError, match=r"'ghost' is registered as 'agentkit\.routing\.no_such_module:Ghost', which cannot be imported"):
+        reg.router("ghost")
+
+
+def test_from_config_resolves_tools_through_the_registry(installed: list[FakeEntryPoint]) -> None:
+    cfg = parse_config("llm: {backend: fake}\ntools: [shout, double]\n", origin="t.yaml")
+    agent = Agent.from_config(cfg)
+    assert list(agent.tools) == ["shout", "double"]
+    bad = parse_config("llm: {backend: fake}\ntools: [shout, shuot]\n", origin="t.yaml")
+    with pytest.raises(ConfigError, match=r"t\.yaml: tools\[1\]: unknown value 'shuot'"):
+        Agent.from_config(bad)
+
+
+def test_agentkit_plugins_lists_versions_registrations_and_failures(installed: list[FakeEntryPoint]) -> None:
+    result = CliRunner().invoke(cli, ["plugins"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "builtins 0.1.0" in out and "routers: simple, rules" in out
+    assert "good 2.0.1 (agentkit-good)" in out
+    assert "tools: shout, double" in out and "commands: hello, sources" in out
+    assert "broken 1.2.3 (agentkit-broken)" in out
+    assert "failed: ImportError: No module named 'agentkit_broken'" in out
+    assert "failed: register_tools: RuntimeError: no licence key" in out
+
+    data = json.loads(CliRunner().invoke(cli, ["plugins", "--json"]).stdout)
+    by_name = {p["name"]: p for p in data}
+    assert by_name["good"]["registered"]["register_llms"] == ["echo"]
+    assert by_name["broken"]["error"].startswith("ImportError")
+
+
+def test_plugin_commands_run_and_are_listed_but_builtins_win(installed: list[FakeEntryPoint]) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["hello", "plugins"])
+    assert result.exit_code == 0 and result.output == "hello plugins\n"
+    assert "Say hello from a plugin." in runner.invoke(cli, ["--help"]).output
+    assert "hello" not in runner.invoke(cli, ["sources", "--help"]).output
+
+
+def test_help_does_not_load_plugins_when_none_are_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **params: [])
+    registry.cache_clear()
+    try:
+        result = CliRunner().invoke(cli, ["--help"])
+        assert result.exit_code == 0 and "plugins" in result.output
+        assert registry.cache_info().currsize == 0
+    finally:
+        registry.cache_clear()
