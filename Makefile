@@ -23,3 +23,5 @@ bench:  ## print the benchmark tables (not part of the tests)
 	$(PYTHON) bench/stream_throughput.py
 	$(PYTHON) bench/embedded_store.py
 	$(PYTHON) bench/hybrid_retrieval.py
+	$(PYTHON) bench/frameworks.py
+	$(PYTHON) bench/server.py
