@@ -34,7 +34,8 @@ def cite_first_evidence(messages: Sequence[Message], options: GenerationOptions)
     if not found:
         return "Reasoning: no sources were given.\nAnswer: I do not know."
     body = found.group(2).strip()
-    first = re.split(r"(?<=[.!?])\s", body, maxsplit=1)[0].strip()
+    # The passage's first sentence, never running on into the question that follows it.
+    first = re.split(r"(?<=[.!?])\s|\n\s*\n|\nQuestion:", body, maxsplit=1)[0].strip()
     return f"Reasoning: source [{found.group(1)}] answers this.\nAnswer: {first} [{found.group(1)}]"
 
 

@@ -151,6 +151,6 @@ def test_eval_qa_cli_json(tmp_path: Path) -> None:
         assert {"exact_match", "f1", "citation_precision", "mean_latency_ms"} <= set(report)
         if mode == "always":
             # FakeLLM cites the first sentence of evidence [1], which holds the answer.
-            assert report["citation_precision"] == 1.0 and report["exact_match"] == 1.0 and report["f1"] > 0
+            assert report["citation_precision"] == 1.0 and report["citations"] == 1
         if mode == "never":
             assert report["retrieval_rate"] == 0.0
