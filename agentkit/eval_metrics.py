@@ -5,11 +5,14 @@ Conventions follow trec_eval/BEIR: linear gain, log2 discount, grades <= 0 count
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Hashable, Mapping, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
 
 Id = TypeVar("Id", bound=Hashable)
+T = TypeVar("T")
 
 
 def _unique(ranked_ids: Sequence[Id], k: int) -> list[Id]:
@@ -46,3 +49,27 @@ def mrr_at_k(ranked_ids: Sequence[Id], relevant: Mapping[Id, float], k: int = 10
         if relevant.get(rid, 0) > 0:
             return 1.0 / (i + 1)
     return 0.0
+
+
+def read_jsonl(path: str | Path, parse: Callable[[dict[str, Any]], T], expected: str, limit: int | None = None) -> list[T]:
+    """Parse each non-blank JSON line of `path` with `parse`; a bad line is an InputError naming
+    the file, the line and `expected`; an empty file is one too."""
+    from agentkit.errors import InputError
+
+    p = Path(path)
+    out: list[T] = []
+    with p.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(parse({"_line": n, **json.loads(line)}))
+            except InputError as exc:
+                raise InputError(f"{p}:{n}: {exc}") from None
+            except (ValueError, KeyError, TypeError) as exc:
+                raise InputError(f"{p}:{n}: not {expected} ({type(exc).__name__}: {exc})") from None
+            if limit and len(out) >= limit:
+                break
+    if not out:
+        raise InputError(f"{p}: no lines in the file; expected {expected}")
+    return out

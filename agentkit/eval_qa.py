@@ -4,7 +4,6 @@ retrieval never, always, or as routed (what `agentkit eval qa` prints).
 
 from __future__ import annotations
 
-import json
 import re
 import statistics
 import string
@@ -15,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from agentkit.errors import InputError
 from agentkit.types import PARAMETRIC, Answer
 
 Mode = Literal["never", "always", "routed"]
@@ -29,27 +27,13 @@ class QAItem:
 
 def load_questions(path: str | Path, limit: int | None = None) -> list[QAItem]:
     """JSON lines with `question` and `answers` (NQ-open's `answer` is accepted too)."""
-    p = Path(path)
-    items: list[QAItem] = []
-    with p.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                answers = row.get("answers", row.get("answer"))
-                if isinstance(answers, str):
-                    answers = [answers]
-                items.append(QAItem(str(row["question"]), [str(a) for a in answers]))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise InputError(
-                    f'{p}:{n}: not a QA line ({type(exc).__name__}: {exc}); expected {{"question": ..., "answers": [...]}}'
-                ) from None
-            if limit and len(items) >= limit:
-                break
-    if not items:
-        raise InputError(f"{p}: no questions in the file")
-    return items
+    from agentkit.eval_metrics import read_jsonl
+
+    def parse(row: dict[str, Any]) -> QAItem:
+        answers = row.get("answers", row.get("answer"))
+        return QAItem(str(row["question"]), [answers] if isinstance(answers, str) else [str(a) for a in answers])
+
+    return read_jsonl(path, parse, 'a QA line: {"question": ..., "answers": [...]}', limit)
 
 
 # --- SQuAD-style answer normalisation ------------------------------------------------------------

@@ -24,7 +24,12 @@ from agentkit.routing.confidence import ConfidencePolicy
 from agentkit.routing.dictionary import DictionaryPolicy
 from agentkit.routing.evaluate import Label, evaluate_routing, fit_router
 from agentkit.routing.judge import JudgePolicy
-from agentkit.routing.learned import FEATURES, LogisticModel, cross_validate, feature_vector
+from agentkit.routing.learned import (
+    FEATURES,
+    LogisticModel,
+    cross_validate,
+    feature_vector,
+)
 from agentkit.routing.probe import ProbePolicy
 from agentkit.routing.router import PolicyRouter
 from agentkit.routing.rules import RulesPolicy

@@ -13,8 +13,8 @@ from agentkit.text import overlap, terms
 from agentkit.types import Citation, Passage
 
 # "Answer:", "**Answer:**" and "**Answer**:" all count.
-_ANSWER = re.compile(r"^\s*\**answer(?::\**|\**:)\s*", re.I | re.M)
-_REASONING = re.compile(r"^\s*\**reasoning(?::\**|\**:)\s*", re.I)
+_ANSWER = re.compile(r"^\s*\**answer(?::\**|\**:)\s*", re.IGNORECASE | re.MULTILINE)
+_REASONING = re.compile(r"^\s*\**reasoning(?::\**|\**:)\s*", re.IGNORECASE)
 _MARK = re.compile(r"\s?\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 # A sentence keeps the marks that follow its full stop: "Tides follow the Moon. [1]".
 # A full stop inside a token ("0.1.0", "e.g.x") does not end a sentence.
@@ -33,7 +33,7 @@ class ParsedReply:
     warnings: list[str] = field(default_factory=list)
 
 
-_ECHO = re.compile(r"^\s*\**question\**\s*:[^\n]*\n", re.I)
+_ECHO = re.compile(r"^\s*\**question\**\s*:[^\n]*\n", re.IGNORECASE)
 
 
 def split_reasoning(reply: str) -> tuple[str, str]:

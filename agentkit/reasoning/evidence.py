@@ -10,6 +10,7 @@ from dataclasses import replace
 from agentkit.knowledge.fusion import rrf
 from agentkit.types import Passage
 
+
 def merge_ranked(results: Sequence[Sequence[Passage]], weights: Sequence[float] | None = None) -> list[Passage]:
     """Per-source rankings into one: a single ranking as it is, several fused by weighted
     reciprocal rank (knowledge/fusion.py), since scores of different sources don't compare."""

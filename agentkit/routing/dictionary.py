@@ -14,7 +14,7 @@ from agentkit.routing.base import Query, Vote
 _W = r"['\"“‘]?(?P<w>[\w][\w' -]{0,60}?)['\"”’]?"
 _THE_WORD = r"(?:the\s+)?(?:(?:english\s+)?(?:word|term|phrase|expression|abbreviation|acronym)\s+)?"
 EXPLICIT = [
-    re.compile(p, re.I)
+    re.compile(p, re.IGNORECASE)
     for p in (
         rf"^\s*(?:please\s+)?(?:can you\s+|could you\s+)?(?:define|look up)\s*:?\s+{_THE_WORD}{_W}\s*[.?!]*$",
         rf"^\s*what\s+(?:does|do|did)\s+{_THE_WORD}{_W}\s+(?:mean|stand for|signify)\s*[.?!]*$",
@@ -24,7 +24,7 @@ EXPLICIT = [
     )
 ]
 #: "What is a lambaste?", "What's an anemometer?": a single word only.
-WHAT_IS = re.compile(r"^\s*(?:what|who)(?:\s+is|\s+are|'s)\s+(?:a|an)\s+['\"“]?(?P<w>[a-z][a-z-]{1,40})['\"”]?\s*[?.!]*$", re.I)
+WHAT_IS = re.compile(r"^\s*(?:what|who)(?:\s+is|\s+are|'s)\s+(?:a|an)\s+['\"“]?(?P<w>[a-z][a-z-]{1,40})['\"”]?\s*[?.!]*$", re.IGNORECASE)
 
 
 class DictionaryPolicy:

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections.abc import Mapping, Sequence
@@ -25,26 +24,16 @@ class Label:
 
 
 def load_labels(path: str | Path) -> list[Label]:
-    p = Path(path)
-    rows: list[Label] = []
-    with p.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                label = Label(str(row["question"]), str(row["route"]), str(row.get("_id", row.get("id", n))))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise InputError(
-                    f"{p}:{n}: not a routing label ({type(exc).__name__}: {exc}); each line is JSON with "
-                    f'"question" and "route" (one of {", ".join(ROUTE_CLASSES)})'
-                ) from None
-            if label.route not in ROUTE_CLASSES:
-                raise InputError(f"{p}:{n}: route {label.route!r} is not one of {', '.join(ROUTE_CLASSES)}")
-            rows.append(label)
-    if not rows:
-        raise InputError(f"{p}: no labelled questions in the file")
-    return rows
+    from agentkit.eval_metrics import read_jsonl
+
+    def parse(row: dict[str, Any]) -> Label:
+        label = Label(str(row["question"]), str(row["route"]), str(row.get("_id", row.get("id", row["_line"]))))
+        if label.route not in ROUTE_CLASSES:
+            raise InputError(f"route {label.route!r} is not one of {', '.join(ROUTE_CLASSES)}")
+        return label
+
+    expected = f'a routing label: JSON with "question" and "route" (one of {", ".join(ROUTE_CLASSES)})'
+    return read_jsonl(path, parse, expected)
 
 
 @dataclass
@@ -128,7 +117,12 @@ def fit_router(router: Any, sources: Mapping[str, KnowledgeSource], labels: Sequ
     """Fit a `LogisticModel` on the router's policies; returns it and its cross-validated accuracy."""
     import numpy as np
 
-    from agentkit.routing.learned import FEATURES, LogisticModel, cross_validate, feature_vector
+    from agentkit.routing.learned import (
+        FEATURES,
+        LogisticModel,
+        cross_validate,
+        feature_vector,
+    )
 
     signals = collect_signals(router, sources, labels)
     x = np.stack([feature_vector(s) for s in signals])

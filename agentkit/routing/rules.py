@@ -60,7 +60,7 @@ class RulesPolicy:
         for target in sorted(merged, key=lambda t: t != PARAMETRIC):
             for label, pattern in merged[target]["patterns"].items():
                 try:
-                    self._rules.append((target, label, re.compile(pattern, re.I)))
+                    self._rules.append((target, label, re.compile(pattern, re.IGNORECASE)))
                 except re.error as exc:
                     raise ConfigError(f"{origin}.{target}: pattern {pattern!r} is not a valid regex: {exc}") from None
             for keyword in merged[target]["keywords"]:

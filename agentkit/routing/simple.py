@@ -88,7 +88,7 @@ class SimpleRouter:
 
 
 def _compile(patterns: dict[str, str]) -> list[tuple[str, re.Pattern[str]]]:
-    return [(label, re.compile(p, re.I)) for label, p in patterns.items()]
+    return [(label, re.compile(p, re.IGNORECASE)) for label, p in patterns.items()]
 
 
 def _first_match(patterns: Sequence[tuple[str, re.Pattern[str]]], text: str) -> str | None:
