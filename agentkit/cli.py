@@ -49,6 +49,14 @@ class Context:
         return Agent.from_config(self.config)
 
 
+def _close(*sources: Any) -> None:
+    """Close whatever sources hold open (files, clients); read-only ones may have nothing to close."""
+    for source in sources:
+        closer = getattr(source, "close", None)
+        if closer is not None:
+            closer()
+
+
 def _fail(exc: BaseException) -> None:
     click.secho(f"error: {exc}", fg="red", err=True)
     sys.exit(2)
@@ -232,9 +240,7 @@ def ingest(obj: Context, paths: tuple[Path, ...], source_name: str | None, chunk
             progress=progress,
         )
     finally:
-        closer = getattr(source, "close", None)
-        if closer:
-            closer()
+        _close(source)
     click.echo(report.summary())
     if report.failures:
         for where, why in report.failures:
@@ -263,9 +269,7 @@ def delete(obj: Context, doc_ids: tuple[str, ...], source_name: str | None) -> N
             raise click.UsageError(f"source {name!r} is read-only")
         removed = delete_documents(source, list(doc_ids))
     finally:
-        closer = getattr(source, "close", None)
-        if closer:
-            closer()
+        _close(source)
     for doc_id, n in removed.items():
         click.echo(f"{doc_id}: removed {n} chunk(s)" if n else f"{doc_id}: not in {name!r}")
     if not any(removed.values()):
@@ -289,9 +293,7 @@ def sources(obj: Context) -> None:
         except Exception as exc:  # noqa: BLE001 - report an unreachable source, keep listing
             count = f"unavailable: {exc}"
         finally:
-            closer = getattr(source, "close", None)
-            if closer:
-                closer()
+            _close(source)
         click.echo(f"  {name:<14} {spec['type']:<{width}} {count} — {spec.get('description', '').strip()}")
 
 
@@ -363,9 +365,7 @@ def eval_retrieval(obj: Context, corpus: Path, queries: Path, qrels: Path, sourc
         result = evaluate_retrieval(source, load_queries(queries), load_qrels(qrels))
         result.ingest = note
     finally:
-        closer = getattr(source, "close", None)
-        if closer:
-            closer()
+        _close(source)
     if as_json:
         click.echo(_json.dumps(result.to_dict(), indent=2))
         return
@@ -395,10 +395,7 @@ def eval_routing(obj: Context, labels: Path, as_json: bool, errors: bool) -> Non
     try:
         report = evaluate_routing(build_router(cfg, build_llm(cfg.llm)), sources, rows)
     finally:
-        for source in sources.values():
-            closer = getattr(source, "close", None)
-            if closer:
-                closer()
+        _close(*sources.values())
     if as_json:
         click.echo(_json.dumps(report.to_dict(), indent=2))
         return

@@ -16,7 +16,16 @@ import click
 
 from agentkit.agent import Agent
 from agentkit.errors import AgentkitError
-from agentkit.types import PARAMETRIC, Answer, AnswerEvent, Message, RouteEvent, StepEvent, TokenEvent, WarningEvent
+from agentkit.types import (
+    PARAMETRIC,
+    Answer,
+    AnswerEvent,
+    Message,
+    RouteEvent,
+    StepEvent,
+    TokenEvent,
+    WarningEvent,
+)
 
 if TYPE_CHECKING:
     from agentkit.sessions import AnswerWriter, SessionStore
@@ -205,7 +214,7 @@ class Repl:
         elif st.action == "search":
             click.secho(f"↳ searching {st.source} for {st.query!r}", dim=True)
         elif st.action == "call":
-            click.secho(f"⚙ {getattr(st, 'tool', '')}({getattr(st, 'arguments', '')}) → {getattr(st, 'observation', '')[:120]}", dim=True)
+            click.secho(f"⚙ {st.tool}({st.arguments}) → {st.observation[:120]}", dim=True)
         return False
 
     # --- slash commands --------------------------------------------------------------------

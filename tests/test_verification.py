@@ -85,9 +85,7 @@ def test_reretrieval_reformulates_once_and_answers_from_the_new_passage() -> Non
         prompt = messages[-1].content
         if "8,849" not in prompt:
             return "Reasoning: no.\nAnswer: The Moon orbits the Earth [1]; it is 3 km high [1]."
-        n = 1 + [line.startswith("[") for line in prompt.splitlines()].count(True) - 1
         number = next(line.split("]")[0][1:] for line in prompt.splitlines() if line.startswith("[") and "Everest" in line)
-        assert n >= 1
         return f"Reasoning: found it.\nAnswer: Mount Everest is 8,849 metres high [{number}]."
 
     agent = Agent(FakeLLM(respond), [src], settings=AgentSettings(max_steps=2, top_k=1))

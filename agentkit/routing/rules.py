@@ -6,7 +6,7 @@ Packaged rules (rules.yaml) send small talk, arithmetic and writing tasks to the
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -95,12 +95,3 @@ class RulesPolicy:
         return Vote([target], 0.9, f"a rule for {target!r} matched ({label})",
                     {"rules:parametric": 0.0, "rules:source": 1.0, f"rules:{target}": 1.0}, decisive=True)
 
-
-def check_targets(rules: Mapping[str, Any], sources: Sequence[str], origin: str) -> None:
-    """A rule for a source that is not configured is a config error, not silence."""
-    unknown = [t for t in rules if t != PARAMETRIC and t not in sources]
-    if unknown:
-        raise ConfigError(
-            f"{origin}: router.rules: no source named {', '.join(map(repr, unknown))}; "
-            f"targets are 'parametric' or one of: {', '.join(sources) or 'none configured'}"
-        )
