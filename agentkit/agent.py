@@ -16,7 +16,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from agentkit.errors import InputError, UnknownSource
+from agentkit.errors import ConfigError, InputError, UnknownSource
 from agentkit.knowledge.base import KnowledgeSource
 from agentkit.llm.base import LLM, GenerationOptions
 from agentkit.reasoning.citations import REFUSAL, parse_reply
@@ -39,7 +39,7 @@ from agentkit.types import (
 )
 
 if TYPE_CHECKING:
-    from agentkit.config import AgentSettings, Config
+    from agentkit.config import AdapterSpec, AgentSettings, Config
     from agentkit.tools import Tool
 
 #: Tokens kept free between the prompt and the context end, for template drift.
@@ -69,6 +69,7 @@ class Agent:
         settings: AgentSettings | None = None,
         config: Config | None = None,
         tools: Sequence[Tool | Callable[..., Any]] = (),
+        adapters: Mapping[str, AdapterSpec] | None = None,
     ) -> None:
         from agentkit.config import AgentSettings
         from agentkit.knowledge.parametric import ParametricSource
@@ -95,6 +96,10 @@ class Agent:
             from agentkit.tools import tool as as_tool
 
             self.tools = {t.name: t for t in map(as_tool, tools)}
+        #: LoRA adapters bound to sources or route classes; the route picks them per question.
+        self.adapters: dict[str, AdapterSpec] = dict(adapters or {})
+        if self.adapters:
+            self._check_adapters()
 
     @classmethod
     def from_config(cls, config: str | Path | Config | None = None, **overrides: Any) -> Agent:
@@ -108,7 +113,21 @@ class Agent:
         sources = {name: build_source(name, spec, cfg.data_dir) for name, spec in cfg.sources.items()}
         router = overrides.pop("router", None) or build_router(cfg, llm)
         tools = overrides.pop("tools", None) or build_tools(cfg.tools, origin=cfg.origin)
-        return cls(llm, sources, router=router, settings=cfg.agent, config=cfg, tools=tools, **overrides)
+        adapters = overrides.pop("adapters", None)
+        if adapters is None and cfg.adapters:
+            adapters = cfg.adapters
+            register = getattr(llm, "add_adapter", None)
+            if register is None:
+                raise ConfigError(
+                    f"{cfg.origin}: adapters: the {cfg.llm_backend} backend cannot switch LoRA adapters; "
+                    "use backend llama_cpp or transformers, or remove the adapters section"
+                )
+            for name, spec in cfg.adapters.items():
+                if name not in getattr(llm, "adapter_names", ()):
+                    register(name, cfg.resolve_path(spec.path))
+        return cls(
+            llm, sources, router=router, settings=cfg.agent, config=cfg, tools=tools, adapters=adapters, **overrides
+        )
 
     # --- public API ------------------------------------------------------------------------
 
@@ -144,6 +163,7 @@ class Agent:
         # 1. Route.
         decision = self._route(question, history, route)
         answer.route = decision
+        answer.adapters = self._adapters_for(decision)
         timings["route_ms"] = _ms(t0)
         yield RouteEvent(decision)
 
@@ -235,6 +255,38 @@ class Agent:
                 f"{', '.join([PARAMETRIC, *self.sources])}"
             )
         return RouteDecision(list(forced), 1.0, "route chosen by the caller", {}, "forced")
+
+    def _adapters_for(self, decision: RouteDecision) -> dict[str, float]:
+        """The adapters bound to this route: by source, else by route class, else the defaults."""
+        if not self.adapters:
+            return {}
+        from agentkit.routing.base import route_class
+
+        kind = route_class(decision.targets, self.sources)
+        chosen = {n: a.scale for n, a in self.adapters.items() if set(a.sources) & set(decision.targets)}
+        if not chosen:
+            chosen = {n: a.scale for n, a in self.adapters.items() if kind in a.routes}
+        if not chosen:
+            chosen = {n: a.scale for n, a in self.adapters.items() if a.default}
+        return chosen
+
+    def _check_adapters(self) -> None:
+        unknown = {n: [t for t in a.sources if t not in self.sources] for n, a in self.adapters.items()}
+        unknown = {n: ts for n, ts in unknown.items() if ts}
+        if unknown:
+            name, targets = next(iter(unknown.items()))
+            raise ConfigError(
+                f"adapters.{name}.sources: no source named {', '.join(map(repr, targets))}; "
+                f"configured: {', '.join(self.sources) or 'none'}"
+            )
+        known = set(getattr(self.llm, "adapter_names", ()))
+        missing = [n for n in self.adapters if n not in known]
+        if missing:
+            raise ConfigError(
+                f"adapters {', '.join(map(repr, missing))} are bound but the model has no such adapter; "
+                "register them with llm.add_adapter(name, path) (Agent.from_config does this for the "
+                "config's adapters section)"
+            )
 
     def _search_one(self, name: str, query: str, k: int) -> list[Passage]:
         return self.sources[name].search(query, k=k)
@@ -444,7 +496,10 @@ class Agent:
     def _generate(self, messages: list[Message], answer: Answer, out: list[str]) -> Iterator[Event]:
         """Stream one reply; its text is appended to `out`. Closing the stream stops the model."""
         s = self.settings
-        options = GenerationOptions(max_tokens=s.max_tokens, temperature=s.temperature, repeat_penalty=s.repeat_penalty)
+        options = GenerationOptions(
+            max_tokens=s.max_tokens, temperature=s.temperature, repeat_penalty=s.repeat_penalty,
+            adapters=answer.adapters or None,
+        )
         pieces: list[str] = []
         stream = self.llm.stream(messages, options)
         try:

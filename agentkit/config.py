@@ -105,6 +105,23 @@ class RouterConfig(_Strict):
     description_threshold: float = Field(0.15, ge=0.0, le=1.0)
 
 
+class AdapterSpec(_Strict):
+    """A LoRA adapter loaded beside the base model and chosen per question by the route.
+
+    It is active for a question when the router sends it to one of `sources`, or when its route
+    class (parametric, retrieve, dictionary) is in `routes`; `default` adapters are active when no
+    binding matches. Switching never reloads the base model (see bench/adapters.py).
+    """
+
+    #: A GGUF LoRA (llama_cpp backend) or a PEFT folder (transformers backend); relative paths
+    #: are read from the config file's folder.
+    path: str
+    scale: float = Field(1.0, ge=-4.0, le=4.0)
+    sources: list[str] = Field(default_factory=list)
+    routes: list[Literal["parametric", "retrieve", "dictionary"]] = Field(default_factory=list)
+    default: bool = False
+
+
 class IngestSettings(_Strict):
     chunk_tokens: int = Field(200, ge=16)
     chunk_overlap: int = Field(40, ge=0)
@@ -124,6 +141,10 @@ class Config(_Strict):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     #: Tools the agent may call (names registered by plugins through `register_tools`).
     tools: list[str] = Field(default_factory=list)
+    #: Named LoRA adapters and the sources/routes that select them (see AdapterSpec).
+    adapters: dict[str, AdapterSpec] = Field(default_factory=dict)
+    #: How `agentkit tune` builds data and trains (see agentkit/tune/).
+    tune: dict[str, Any] = Field(default_factory=dict)
     #: Where this config was read from (not a key in the file).
     origin: str = Field("<defaults>", exclude=True)
 
@@ -133,6 +154,17 @@ class Config(_Strict):
     @property
     def llm_backend(self) -> str:
         return str(self.llm.get("backend", "llama_cpp"))
+
+    def resolve_path(self, path: str | Path) -> Path:
+        """A path from this config: absolute as given, else relative to the config file's folder
+        (the data_dir for the packaged default config)."""
+        resolved = Path(path).expanduser()
+        if resolved.is_absolute():
+            return resolved
+        origin = Path(self.origin)
+        if origin.is_file() and origin.resolve() != DEFAULTS_FILE.resolve():
+            return origin.parent / resolved
+        return self.data_dir / resolved
 
 
 # --- loading --------------------------------------------------------------------------------
@@ -202,6 +234,17 @@ def validate_config(raw: dict[str, Any], origin: str = "<dict>") -> Config:
                 f"{origin}: router.{key}: no source named {', '.join(map(repr, unknown))}; "
                 f"targets are 'parametric' or one of: {', '.join(config.sources) or 'none configured'}"
             )
+    for name, spec in config.adapters.items():
+        unknown = [t for t in spec.sources if t not in config.sources]
+        if unknown:
+            raise ConfigError(
+                f"{origin}: adapters.{name}.sources: no source named {', '.join(map(repr, unknown))}; "
+                f"configured: {', '.join(config.sources) or 'none'}"
+            )
+    if config.tune:
+        from agentkit.tune.settings import TuneSettings
+
+        config.tune = _validate_part(TuneSettings, config.tune, origin, "tune.").model_dump()
     if config.ingest.source and config.ingest.source not in config.sources:
         raise ConfigError(
             f"{origin}: ingest.source: no source named {config.ingest.source!r}; "

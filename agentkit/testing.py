@@ -9,12 +9,14 @@ are the test suites every knowledge source passes.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from agentkit.errors import InputError
 from agentkit.llm.base import Completion, Delta, GenerationOptions
 from agentkit.types import Message, Usage
 
@@ -94,6 +96,8 @@ class FakeLLM:
             self._queue = list(responses)
         self._context_length = context_length
         self.calls: list[tuple[list[Message], GenerationOptions]] = []
+        #: Adapters registered with add_adapter (name -> path); calls may select them by name.
+        self.adapters: dict[str, str] = {}
 
     @classmethod
     def from_config(cls, config: FakeLLMConfig) -> FakeLLM:
@@ -103,7 +107,18 @@ class FakeLLM:
     def context_length(self) -> int:
         return self._context_length
 
+    def add_adapter(self, name: str, path: str | os.PathLike[str]) -> None:
+        """Register an adapter name, as a real backend would (nothing is loaded)."""
+        self.adapters[name] = str(path)
+
+    @property
+    def adapter_names(self) -> list[str]:
+        return list(self.adapters)
+
     def _reply(self, messages: Sequence[Message], options: GenerationOptions) -> str:
+        unknown = [n for n in options.adapters or {} if n not in self.adapters]
+        if unknown:
+            raise InputError(f"no adapter named {', '.join(map(repr, unknown))} (known: {', '.join(self.adapters) or 'none'})")
         self.calls.append((list(messages), options))
         if self._responder is not None:
             reply = self._responder(messages, options)

@@ -165,6 +165,8 @@ class Answer:
     from_memory: bool = False
     #: The model's reply when no source supported it and agentkit answered "I could not find this".
     withheld: str = ""
+    #: The LoRA adapters the route selected for this answer (name -> scale); empty = none bound.
+    adapters: dict[str, float] = field(default_factory=dict)
 
     @property
     def cited_ids(self) -> list[str]:
@@ -187,6 +189,7 @@ class Answer:
             "steps": [dataclasses.asdict(s) for s in self.steps],
             "from_memory": self.from_memory,
             "withheld": self.withheld,
+            "adapters": self.adapters,
         }
 
     def to_json(self, indent: int | None = 2) -> str:

@@ -5,6 +5,7 @@ The agent depends on this protocol only; llama.cpp, transformers and remote serv
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -55,6 +56,11 @@ class GenerationOptions:
     seed: int | None = None
     #: Penalise repeating recent tokens (1.0 = off; None = the backend's default).
     repeat_penalty: float | None = None
+    #: Named LoRA adapters for this call, name -> scale, by the names given to the backend's
+    #: `add_adapter` (see `AdapterLLM`), on top of the always-on ones (`llm.lora`); None or {}
+    #: = the always-on ones alone. A backend without adapters raises `NotImplementedError` for a
+    #: non-empty mapping.
+    adapters: dict[str, float] | None = None
 
 
 @runtime_checkable
@@ -79,3 +85,17 @@ class LLM(Protocol):
     def count_message_tokens(self, messages: Sequence[Message]) -> int:
         """Tokens the rendered chat prompt takes, template included."""
         ...
+
+
+@runtime_checkable
+class AdapterLLM(Protocol):
+    """A backend that keeps named LoRA adapters loaded beside one base model and switches between
+    them per call (`GenerationOptions.adapters`) without reloading the base model."""
+
+    def add_adapter(self, name: str, path: str | os.PathLike[str]) -> None:
+        """Register an adapter file (GGUF for llama.cpp, a PEFT folder for transformers); it is
+        loaded with the model, or at once when the model is already loaded."""
+        ...
+
+    @property
+    def adapter_names(self) -> list[str]: ...

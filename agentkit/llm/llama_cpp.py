@@ -15,7 +15,7 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
@@ -187,6 +187,7 @@ class LlamaCppLLM:
         seed: int | None = None,
         chat_format: str | None = None,
         lora: Sequence[LoraSpec] | None = None,
+        adapters: Mapping[str, str | os.PathLike[str]] | None = None,
         logprobs: bool = False,
         verbose: bool = False,
     ) -> None:
@@ -201,6 +202,12 @@ class LlamaCppLLM:
         self.seed = seed
         self.chat_format = chat_format
         self.lora = [_lora_pair(item) for item in lora or []]
+        #: Named adapters, switched per call with GenerationOptions.adapters (see add_adapter).
+        self.adapters: dict[str, Path] = {}
+        #: Loaded adapter handles by name; the always-on `lora` entries are named "lora:<i>".
+        self._handles: dict[str, Any] = {}
+        #: The (name, scale) pairs now set on the context.
+        self._active: tuple[tuple[str, float], ...] = ()
         self.logprobs = logprobs
         self.verbose = verbose
         self._llama: Any = None
@@ -211,6 +218,8 @@ class LlamaCppLLM:
         self._generate_lock = threading.Lock()
         self._owner: int | None = None
         self._grammars: dict[str, LlamaGrammar] = {}
+        for name, path in (adapters or {}).items():
+            self.add_adapter(name, path)
 
     @classmethod
     def from_config(cls, config: LlamaCppConfig) -> LlamaCppLLM:
@@ -319,12 +328,68 @@ class LlamaCppLLM:
         except (ValueError, RuntimeError) as exc:
             raise ModelLoadError(_load_failure(path, exc)) from exc
         try:
-            _apply_loras(llama, adapters)
+            self._handles = {f"lora:{i}": _init_adapter(llama, p, "llm.lora") for i, (p, _) in enumerate(adapters)}
+            for name, p in self.adapters.items():
+                self._handles[name] = _init_adapter(llama, p, f"adapters.{name}")
+            self._active = ()
+            self._switch(llama, self._default_adapters())
             self._formatter = self._template(llama)
         except BaseException:
             llama.close()
             raise
         return llama
+
+    # --- adapters ---------------------------------------------------------------------------
+
+    def add_adapter(self, name: str, path: str | os.PathLike[str]) -> None:
+        """Register a GGUF LoRA under `name`, for `GenerationOptions(adapters={name: scale})`.
+
+        It is loaded beside the base model (at once if the model is already loaded); switching
+        to it later only re-points the context, the base weights stay where they are.
+        """
+        if not name or name.startswith("lora:"):
+            raise InputError(f"adapter name {name!r} is reserved or empty; pick another name")
+        if name in self.adapters:
+            raise InputError(f"an adapter named {name!r} is already registered ({self.adapters[name]})")
+        resolved = _existing_lora(path, f"adapters.{name}.path")
+        with self._load_lock:
+            self.adapters[name] = resolved
+            if self._llama is not None:
+                self._handles[name] = _init_adapter(self._llama, resolved, f"adapters.{name}")
+
+    @property
+    def adapter_names(self) -> list[str]:
+        return list(self.adapters)
+
+    @property
+    def active_adapters(self) -> dict[str, float]:
+        """The adapters set on the context now (name -> scale); always-on ones as "lora:<i>"."""
+        return dict(self._active)
+
+    def _default_adapters(self) -> tuple[tuple[str, float], ...]:
+        return tuple((f"lora:{i}", scale) for i, (_, scale) in enumerate(self.lora))
+
+    def _wanted(self, options: GenerationOptions) -> tuple[tuple[str, float], ...]:
+        if not options.adapters:
+            return self._default_adapters()
+        unknown = [n for n in options.adapters if n not in self.adapters]
+        if unknown:
+            known = ", ".join(self.adapters) or "none registered"
+            raise InputError(
+                f"no adapter named {', '.join(map(repr, unknown))} on {self.name} (known: {known}); "
+                "register it under `adapters:` in the config or with add_adapter()"
+            )
+        return self._default_adapters() + tuple((n, float(v)) for n, v in options.adapters.items())
+
+    def _switch(self, llama: Llama, wanted: tuple[tuple[str, float], ...]) -> None:
+        """Point the context at `wanted`; a change drops the cached prompt (its KV was computed
+        with other weights). Measured in bench/adapters.py: ~0.1 ms, versus a whole model load."""
+        wanted = tuple((n, s) for n, s in wanted if s != 0.0)
+        if wanted == self._active:
+            return
+        _set_adapters(llama, [self._handles[n] for n, _ in wanted], [s for _, s in wanted])
+        llama.reset()
+        self._active = wanted
 
     def _uses_gguf_template(self) -> bool:
         return self.chat_format is None or self.chat_format.startswith("chat_template.")
@@ -392,7 +457,7 @@ class LlamaCppLLM:
         llama = self._model()
         request, _ = self._request(llama, messages, options)
         top_n = options.logprobs if options.logprobs is not None else (0 if self.logprobs else None)
-        with self._generating(llama, _Recorder(top_n)) as rec:
+        with self._generating(llama, _Recorder(top_n), self._wanted(options)) as rec:
             try:
                 response: Any = llama.create_chat_completion(**request)
             except ValueError as exc:
@@ -419,10 +484,12 @@ class LlamaCppLLM:
         options = options or GenerationOptions()
         llama = self._model()
         request, n_prompt = self._request(llama, messages, options)
-        return self._stream(llama, request, n_prompt)
+        return self._stream(llama, request, n_prompt, self._wanted(options))
 
-    def _stream(self, llama: Llama, request: dict[str, Any], n_prompt: int) -> Generator[Delta, None, None]:
-        with self._generating(llama, _Recorder(None)) as rec:
+    def _stream(
+        self, llama: Llama, request: dict[str, Any], n_prompt: int, adapters: tuple[tuple[str, float], ...]
+    ) -> Generator[Delta, None, None]:
+        with self._generating(llama, _Recorder(None), adapters) as rec:
             chunks: Any = llama.create_chat_completion(stream=True, **request)
             finish = "stop"
             try:
@@ -464,10 +531,13 @@ class LlamaCppLLM:
         return request, n_prompt
 
     @contextlib.contextmanager
-    def _generating(self, llama: Llama, recorder: _Recorder) -> Iterator[_Recorder]:
-        """Hold the model for one generation; other threads wait their turn."""
+    def _generating(
+        self, llama: Llama, recorder: _Recorder, adapters: tuple[tuple[str, float], ...]
+    ) -> Iterator[_Recorder]:
+        """Hold the model for one generation, with these adapters; other threads wait their turn."""
         self._refuse_reentry()
         with self._generate_lock:
+            self._switch(llama, adapters)
             self._owner = threading.get_ident()
             llama.recorder = recorder  # type: ignore[attr-defined]
             try:
@@ -548,12 +618,10 @@ def _absolute(path: str) -> Path:
     return resolved if resolved.is_absolute() else Path.cwd() / resolved
 
 
-def _existing_lora(path: str | os.PathLike[str]) -> Path:
+def _existing_lora(path: str | os.PathLike[str], key: str = "llm.lora") -> Path:
     resolved = Path(path).expanduser()
     if not resolved.is_file():
-        raise ModelNotFound(
-            f"LoRA adapter {path} does not exist; fix the path in llm.lora or remove the entry"
-        )
+        raise ModelNotFound(f"LoRA adapter {path} does not exist; fix the path in {key} or remove the entry")
     return resolved
 
 
@@ -626,37 +694,38 @@ def _load_failure(path: Path, exc: Exception) -> str:
     )
 
 
-def _apply_loras(llama: Llama, adapters: list[tuple[Path, float]]) -> None:
-    """Attach every adapter at once; llama.cpp owns (and frees) them with the model."""
-    if not adapters:
-        return
+def _init_adapter(llama: Llama, path: Path, key: str) -> Any:
+    """Load one GGUF LoRA onto the model; llama.cpp owns (and frees) it with the model."""
+    import llama_cpp
+
+    adapter = llama_cpp.llama_adapter_lora_init(llama.model, str(path).encode("utf-8"))
+    if not adapter:
+        raise ModelLoadError(
+            f"LoRA adapter {path} could not be loaded onto {llama.model_path}: it must be a GGUF "
+            "LoRA made for this base model (agentkit tune export, or llama.cpp's "
+            f"convert_lora_to_gguf.py); fix or remove {key}"
+        )
+    return adapter
+
+
+def _set_adapters(llama: Llama, handles: Sequence[Any], scales: Sequence[float]) -> None:
+    """Make exactly these adapters (with these scales) active on the context; none = the base."""
     import ctypes
 
     import llama_cpp
 
-    loaded = []
-    for path, _ in adapters:
-        adapter = llama_cpp.llama_adapter_lora_init(llama.model, str(path).encode("utf-8"))
-        if not adapter:
-            raise ModelLoadError(
-                f"LoRA adapter {path} could not be loaded onto {llama.model_path}: it must be a GGUF "
-                "LoRA made for this base model (convert it with llama.cpp's convert_lora_to_gguf.py); "
-                "fix or remove the entry in llm.lora"
-            )
-        loaded.append(adapter)
-    scales = [scale for _, scale in adapters]
     set_all = getattr(llama_cpp, "llama_set_adapters_lora", None)
     if set_all is not None:
-        array = (llama_cpp.llama_adapter_lora_p_ctypes * len(loaded))(*loaded)
-        failed = set_all(llama.ctx, array, len(loaded), (ctypes.c_float * len(scales))(*scales))
+        array = (llama_cpp.llama_adapter_lora_p_ctypes * max(1, len(handles)))(*handles)
+        failed = set_all(llama.ctx, array, len(handles), (ctypes.c_float * max(1, len(scales)))(*scales))
     else:
-        # Older bindings: each call adds one adapter to the context.
+        # Older bindings: clear, then each call adds one adapter to the context.
+        llama_cpp.llama_clear_adapter_lora(llama.ctx)
         failed = 0
-        for adapter, scale in zip(loaded, scales, strict=True):
+        for adapter, scale in zip(handles, scales, strict=True):
             failed = failed or llama_cpp.llama_set_adapter_lora(llama.ctx, adapter, scale)
     if failed:
-        names = ", ".join(str(p) for p, _ in adapters)
-        raise ModelLoadError(f"llama.cpp refused to apply the LoRA adapters {names} to {llama.model_path}")
+        raise ModelLoadError(f"llama.cpp refused to apply {len(handles)} LoRA adapter(s) to {llama.model_path}")
 
 
 def _check_grammar(llama: Llama, gbnf: str, what: str) -> None:

@@ -55,15 +55,7 @@ def build_policy(name: str, r: RouterConfig, llm: Any) -> Any:
 def model_path(cfg: Config) -> Path:
     """Where the learned combiner lives: router.model, relative to the config file's folder
     (the data_dir for the packaged default config)."""
-    from agentkit.config import DEFAULTS_FILE
-
-    path = Path(cfg.router.model).expanduser()
-    if path.is_absolute():
-        return path
-    origin = Path(cfg.origin)
-    if origin.is_file() and origin.resolve() != DEFAULTS_FILE.resolve():
-        return origin.parent / path
-    return cfg.data_dir / path
+    return cfg.resolve_path(cfg.router.model)
 
 
 def build_router(cfg: Config, llm: Any = None, *, policies: list[str] | None = None) -> Any:
