@@ -70,6 +70,7 @@ LAZY_COMMANDS = {
     "plugins": ("agentkit.plugin_cli:plugins_command", "List installed plugins and what they registered."),
     "plugin": ("agentkit.plugin_cli:plugin_group", "Write a new plugin skeleton."),
     "sessions": ("agentkit.sessions:sessions_group", "List and export saved chat sessions."),
+    "tune": ("agentkit.tune.cli:tune_group", "Adapt the model: data from your knowledge base, a LoRA adapter, GGUF."),
 }
 
 
@@ -423,42 +424,103 @@ def eval_routing(obj: Context, labels: Path, as_json: bool, errors: bool) -> Non
 @click.option("--limit", type=int, default=None, help="Only the first N questions.")
 @click.option("--chunk-tokens", type=int, default=200, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: exact_match, f1, citation_precision, mean_latency_ms, ...")
+@click.option("--lora", type=click.Path(exists=True, path_type=Path), default=None, help="Also answer with this adapter (GGUF for llama_cpp, PEFT folder for transformers) and report both.")
+@click.option("--lora-scale", type=float, default=1.0, show_default=True)
 @click.option("--progress/--no-progress", default=True)
 @click.pass_obj
-def eval_qa(obj: Context, corpus: Path, questions: Path, mode: str, limit: int | None, chunk_tokens: int, as_json: bool, progress: bool) -> None:
+def eval_qa(obj: Context, corpus: Path, questions: Path, mode: str, limit: int | None, chunk_tokens: int, as_json: bool,
+            lora: Path | None, lora_scale: float, progress: bool) -> None:
     """Exact match, token F1, citation precision and latency of the whole agent on a QA set."""
     import json as _json
 
     from agentkit.agent import Agent
-    from agentkit.eval_qa import evaluate_qa, load_questions
-    from agentkit.eval_retrieval import corpus_key
-    from agentkit.ingest.pipeline import ingest as run_ingest
-    from agentkit.knowledge.qdrant import QdrantSource
+    from agentkit.config import AdapterSpec
+    from agentkit.eval_qa import corpus_store, evaluate_qa, load_questions
     from agentkit.plugins import build_llm
     from agentkit.routing.build import build_router
 
     cfg = obj.config
     items = load_questions(questions, limit)
-    store = QdrantSource("corpus", f"The evaluation corpus {corpus.name}: passages that may answer the questions.",
-                         path=cfg.data_dir / "eval", collection=corpus_key(corpus) + f"-qa{chunk_tokens}")
-    report = run_ingest([corpus], store, chunk_tokens=chunk_tokens, overlap=min(cfg.ingest.chunk_overlap, chunk_tokens // 4), progress=progress and not as_json)
+    store, report = corpus_store(cfg, corpus, chunk_tokens, progress=progress and not as_json)
     if not as_json:
         click.echo(report.summary(), err=True)
     llm = build_llm(cfg.llm)
-    agent = Agent(llm, {"corpus": store}, router=build_router(cfg, llm), settings=cfg.agent, config=cfg)
-    with agent:
-        result = evaluate_qa(agent, items, mode, "corpus", progress=progress and not as_json)  # type: ignore[arg-type]
+    # With --lora: the same loaded model answers twice, without and then with the adapter.
+    runs: list[tuple[str, dict[str, AdapterSpec]]] = [("base", {})]
+    if lora is not None:
+        register = getattr(llm, "add_adapter", None)
+        if register is None:
+            raise click.UsageError(f"--lora needs a backend that switches adapters (llama_cpp, transformers), not {cfg.llm_backend}")
+        register("eval-lora", lora)
+        runs.append((f"base + {lora.name}", {"eval-lora": AdapterSpec(path=str(lora), scale=lora_scale, default=True)}))
+    results = []
+    for label, adapters in runs:
+        agent = Agent(llm, {"corpus": store}, router=build_router(cfg, llm), settings=cfg.agent, config=cfg, adapters=adapters)
+        results.append((label, evaluate_qa(agent, items, mode, "corpus", progress=progress and not as_json)))  # type: ignore[arg-type]
+    store.close()
     if as_json:
-        click.echo(_json.dumps(result.to_dict(), indent=2))
+        if lora is None:
+            click.echo(_json.dumps(results[0][1].to_dict(), indent=2))
+        else:
+            click.echo(_json.dumps({label: r.to_dict() for label, r in results}, indent=2))
         return
-    cp = "n/a (no citations)" if result.citation_precision is None else f"{result.citation_precision:.4f} ({result.citations} citations)"
-    click.echo(f"mode {result.mode}: {result.n} questions")
-    click.echo(f"  exact match         {result.exact_match:.4f}")
-    click.echo(f"  token F1            {result.f1:.4f}")
-    click.echo(f"  citation precision  {cp}")
-    click.echo(f"  retrieval rate      {result.retrieval_rate:.4f}")
-    click.echo(f"  refusals            {result.refusal_rate:.4f}")
-    click.echo(f"  mean latency        {result.mean_latency_ms:.0f} ms")
+    for label, result in results:
+        cp = "n/a (no citations)" if result.citation_precision is None else f"{result.citation_precision:.4f} ({result.citations} citations)"
+        click.echo(f"{label}, mode {result.mode}: {result.n} questions")
+        click.echo(f"  exact match         {result.exact_match:.4f}")
+        click.echo(f"  token F1            {result.f1:.4f}")
+        click.echo(f"  citation precision  {cp}")
+        click.echo(f"  retrieval rate      {result.retrieval_rate:.4f}")
+        click.echo(f"  refusals            {result.refusal_rate:.4f}")
+        click.echo(f"  mean latency        {result.mean_latency_ms:.0f} ms")
+
+
+@eval_group.command("perplexity")
+@click.option("--corpus", required=True, type=click.Path(exists=True, path_type=Path), help="Held-out text: a .txt/.md/.html file, a folder of them, or a BEIR corpus.jsonl (title + text).")
+@click.option("--model", "model_path", metavar="PATH", help="GGUF model (default: llm.model_path of the config, else the bundled SmolLM2-135M-Instruct).")
+@click.option("--lora", "loras", multiple=True, metavar="ADAPTER.gguf", help="A GGUF LoRA adapter for this model (repeatable): adds a base+adapter row on the same loaded model.")
+@click.option("--lora-scale", "lora_scales", multiple=True, type=float, help="Scale of each --lora, in order; one value applies to all.  [default: 1.0]")
+@click.option("--ctx", type=click.IntRange(min=8), default=512, show_default=True, help="Window in tokens; every scored token sees at least ctx/2 tokens of context.")
+@click.option("--limit-tokens", type=click.IntRange(min=0), default=4096, show_default=True, help="Score at most N tokens (each costs about two of evaluation); 0 = the whole corpus.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: rows (tokens, nll, ppl, seconds, tokens_per_s, ...), relative_change.")
+@click.option("--progress/--no-progress", default=True)
+@click.pass_obj
+def eval_perplexity(obj: Context, corpus: Path, model_path: str | None, loras: tuple[str, ...], lora_scales: tuple[float, ...], ctx: int, limit_tokens: int, as_json: bool, progress: bool) -> None:
+    """Perplexity of the model on held-out text, and with --lora of the model plus adapters."""
+    import json as _json
+
+    from agentkit.eval_perplexity import compare, corpus_texts, perplexity
+
+    if len(lora_scales) not in (0, 1, len(loras)):
+        raise click.UsageError(f"give one --lora-scale for all adapters or one per --lora ({len(loras)}), not {len(lora_scales)}")
+    scales = list(lora_scales) * len(loras) if len(lora_scales) == 1 else list(lora_scales) or [1.0] * len(loras)
+    n_threads, n_gpu_layers = None, 0
+    if model_path is None:
+        cfg = obj.config  # applies the global --model too
+        if cfg.llm_backend == "llama_cpp":
+            model_path = cfg.llm.get("model_path") or None
+            n_threads, n_gpu_layers = cfg.llm.get("n_threads"), cfg.llm.get("n_gpu_layers") or 0
+    kwargs: dict[str, Any] = {"ctx": ctx, "limit_tokens": limit_tokens or None, "progress": progress and not as_json, "n_threads": n_threads, "n_gpu_layers": n_gpu_layers}
+    lora = list(zip(loras, scales, strict=True))
+    if lora:
+        comparison = compare(model_path, corpus_texts(corpus), lora=lora, **kwargs)
+        rows, data = comparison.rows, comparison.to_dict()
+    else:
+        result = perplexity(model_path, corpus_texts(corpus), **kwargs)
+        rows, data = [result], {"rows": [result.to_dict()], "notes": result.notes}
+    if as_json:
+        click.echo(_json.dumps({"corpus": str(corpus), **data}, indent=2))
+        return
+    for note in rows[0].notes:
+        click.echo(f"note: {note}", err=True)
+    table = [("model", "adapter", "tokens", "mean NLL", "perplexity", "seconds", "tok/s")]
+    table += [(r.model, r.adapter_label, str(r.tokens), f"{r.nll:.4f}", f"{r.ppl:.2f} ± {r.ppl_stderr:.2f}", f"{r.seconds:.1f}", f"{r.tokens_per_s:.0f}") for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    click.echo(f"perplexity on {corpus.name}: ctx {rows[0].ctx}, {rows[0].tokens} tokens scored ({rows[0].evaluated} evaluated per row)")
+    for row in table:
+        click.echo("  " + "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+    if lora:
+        click.echo(f"  change with adapter: perplexity {comparison.relative_change:+.1%}, mean NLL {comparison.delta_nll:+.4f} ± {comparison.delta_nll_stderr:.4f} nats/token (paired)")
 
 
 def main() -> None:

@@ -5,6 +5,8 @@ The guard lives in the backends (see `agentkit.llm.llama_cpp.FORBID_ENV`); this 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 
@@ -14,3 +16,10 @@ def _forbid_real_models(request: pytest.FixtureRequest, monkeypatch: pytest.Monk
         monkeypatch.delenv("AGENTKIT_FORBID_REAL_MODELS", raising=False)
     else:
         monkeypatch.setenv("AGENTKIT_FORBID_REAL_MODELS", "1")
+
+
+@pytest.fixture(scope="session")
+def hf_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where transformers keeps the bundled GGUF's dequantized copy for the whole run: the first
+    load converts it (~20 s on 2 cores), every later one reads the copy (~0.3 s)."""
+    return tmp_path_factory.mktemp("hf-cache")

@@ -275,7 +275,7 @@ def train(
         if bar is not None:
             bar.close()
         if not interrupted:
-            peft_model.save_pretrained(str(out / "peft"))
+            peft_model.save_pretrained(str(out / "peft"), save_embedding_layers=False)
     seconds = time.perf_counter() - started
     epochs = int(state["batch"]) / per_epoch
     report = TrainReport(
@@ -314,7 +314,8 @@ def _save_checkpoint(out: Path, model: Any, optimizer: Any, scheduler: Any, stat
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save_pretrained(str(tmp))
+    # save_embedding_layers=False: PEFT would look up the base's config on the Hub otherwise.
+    model.save_pretrained(str(tmp), save_embedding_layers=False)
     torch.save(
         {
             "state": state,
