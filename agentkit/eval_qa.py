@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from agentkit.types import PARAMETRIC, Answer
+from agentkit.types import PARAMETRIC, Answer, Passage
 
 Mode = Literal["never", "always", "routed"]
 
@@ -23,15 +23,26 @@ Mode = Literal["never", "always", "routed"]
 class QAItem:
     question: str
     answers: list[str]
+    #: Passages (or whole documents, by id) that hold the answer; when given, a citation counts
+    #: as correct only if it points at one of them.
+    gold_ids: list[str] = field(default_factory=list)
 
 
 def load_questions(path: str | Path, limit: int | None = None) -> list[QAItem]:
-    """JSON lines with `question` and `answers` (NQ-open's `answer` is accepted too)."""
+    """JSON lines with `question` and `answers` (NQ-open's `answer` is accepted too), and
+    optional `gold_ids`: the passage or document ids that hold the answer."""
+    from agentkit.errors import InputError
     from agentkit.eval_metrics import read_jsonl
 
     def parse(row: dict[str, Any]) -> QAItem:
         answers = row.get("answers", row.get("answer"))
-        return QAItem(str(row["question"]), [answers] if isinstance(answers, str) else [str(a) for a in answers])
+        gold = row.get("gold_ids") or []
+        if isinstance(gold, str):
+            gold = [gold]
+        if not isinstance(gold, list):
+            raise InputError(f'"gold_ids" must be a list of passage ids, got {type(gold).__name__}')
+        return QAItem(str(row["question"]), [answers] if isinstance(answers, str) else [str(a) for a in answers],
+                      [str(g) for g in gold])
 
     return read_jsonl(path, parse, 'a QA line: {"question": ..., "answers": [...]}', limit)
 
@@ -81,6 +92,12 @@ def strip_marks(text: str) -> str:
     return re.sub(r"\s?\[\d+\]", "", text)
 
 
+def cites_gold(passage: Passage, gold_ids: Sequence[str]) -> bool:
+    """Whether a cited passage is a gold one: its id, or its document's id, is among `gold_ids`
+    (BEIR judges whole documents; agentkit stores them as chunks `doc#i`)."""
+    return passage.id in gold_ids or passage.doc_id in gold_ids
+
+
 @dataclass
 class QAReport:
     mode: str
@@ -111,7 +128,8 @@ class QAReport:
 
 def evaluate_qa(agent: Any, items: Sequence[QAItem], mode: Mode, source: str, progress: bool = False) -> QAReport:
     """Ask every question; `never` forces the model alone, `always` forces `source`, `routed` asks
-    the agent's router."""
+    the agent's router. A citation is correct when it points at a gold passage (items with
+    `gold_ids`), else when the cited passage contains an answer."""
     from agentkit.reasoning.citations import REFUSAL
 
     route = {"never": [PARAMETRIC], "always": [source], "routed": None}[mode]
@@ -134,15 +152,33 @@ def evaluate_qa(agent: Any, items: Sequence[QAItem], mode: Mode, source: str, pr
             retrieved += 1
         if REFUSAL.lower().rstrip(".") in answer.text.lower():
             refused += 1
-        for c in answer.citations:
-            cited += 1
-            good += contains_answer(c.passage.text, item.answers)
+        correct = [cites_gold(c.passage, item.gold_ids) if item.gold_ids else contains_answer(c.passage.text, item.answers)
+                   for c in answer.citations]
+        cited += len(correct)
+        good += sum(correct)
         if len(examples) < 5:
             examples.append({"question": item.question, "answers": item.answers, "reply": answer.text,
-                             "cited": [c.passage.id for c in answer.citations]})
+                             "cited": [c.passage.id for c in answer.citations], "cited_correct": correct,
+                             "citation_check": "gold ids" if item.gold_ids else "answer in passage",
+                             **({"gold_ids": item.gold_ids} if item.gold_ids else {})})
     return QAReport(
         mode=mode, n=len(items), exact_match=statistics.fmean(em), f1=statistics.fmean(f1),
         citation_precision=good / cited if cited else None, mean_latency_ms=statistics.fmean(lat),
         retrieval_rate=retrieved / len(items), refusal_rate=refused / len(items), citations=cited,
         examples=examples,
     )
+
+
+def corpus_store(cfg: Any, corpus: Path, chunk_tokens: int = 200, progress: bool = True) -> tuple[Any, Any]:
+    """The evaluation store for `corpus` (an embedded Qdrant under data_dir/eval, ingested once and
+    reused; what `eval qa` retrieves from and what `agentkit tune data` draws evidence from, so
+    that passage ids agree): (source, ingest report)."""
+    from agentkit.eval_retrieval import corpus_key
+    from agentkit.ingest.pipeline import ingest
+    from agentkit.knowledge.qdrant import QdrantSource
+
+    store = QdrantSource("corpus", f"The evaluation corpus {corpus.name}: passages that may answer the questions.",
+                         path=cfg.data_dir / "eval", collection=corpus_key(corpus) + f"-qa{chunk_tokens}")
+    overlap = min(cfg.ingest.chunk_overlap, chunk_tokens // 4)
+    report = ingest([corpus], store, chunk_tokens=chunk_tokens, overlap=overlap, progress=progress)
+    return store, report
