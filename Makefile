@@ -1,6 +1,8 @@
 # The two set-up commands of the README. CI (.ci/run) runs exactly these.
 PYTHON ?= python3
 DICT_PACKAGES := dictd dict-wn dict-gcide dict-foldoc
+# CPU build of PyTorch for the tune/gpu extras' tests (this version is on the CI machines' disk).
+TORCH ?= torch==2.13.0
 
 .PHONY: install test bench
 
@@ -12,6 +14,10 @@ install:  ## a real DICT server and dictionaries for the tests (Debian), then ag
 	else \
 	  echo "note: install $(DICT_PACKAGES) with your package manager (as root) to run the dictionary tests; they skip otherwise"; \
 	fi
+	@# torch before the rest: a plain `pip install torch` (or transformers/peft asking for it) pulls a
+	@# multi-GB CUDA build; an existing torch is kept. Override with e.g. make install TORCH="torch==2.5.1".
+	@if $(PYTHON) -c "import torch" >/dev/null 2>&1; then echo "torch: already installed"; \
+	else $(PYTHON) -m pip install "$(TORCH)"; fi
 	$(PYTHON) -m pip install -e ".[dev]" $(foreach p,$(sort $(dir $(wildcard plugins/*/pyproject.toml))),-e $(p))
 
 test:  ## run the whole test suite (exit status 5, "no tests collected", counts as a failure)
@@ -25,3 +31,4 @@ bench:  ## print the benchmark tables (not part of the tests)
 	$(PYTHON) bench/hybrid_retrieval.py
 	$(PYTHON) bench/frameworks.py
 	$(PYTHON) bench/server.py
+	$(PYTHON) bench/adapters.py
