@@ -62,6 +62,7 @@ class _BuiltIns:
         register("llama_cpp", "agentkit.llm.llama_cpp:LlamaCppLLM")
         register("fake", "agentkit.testing:FakeLLM")
         register("openai_compat", "agentkit.llm.openai_compat:OpenAICompatLLM")
+        register("transformers", "agentkit.llm.transformers:TransformersLLM")
 
     @hookimpl
     def register_knowledge(self, register: Register) -> None:

@@ -1,0 +1,686 @@
+"""The transformers backend: a GGUF file (the bundled SmolLM2 too) or a Hugging Face folder run by
+PyTorch behind the `LLM` protocol, with PEFT LoRA adapters switched per call on one loaded model.
+
+Needs the `gpu` extra (torch, transformers, peft); runs on CUDA when torch sees a GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import struct
+import threading
+import warnings
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from agentkit.errors import (
+    InputError,
+    ModelLoadError,
+    ModelNotFound,
+    PromptTooLong,
+    RealModelForbidden,
+)
+from agentkit.llm.base import Completion, Delta, GenerationOptions, TokenLogprob
+from agentkit.llm.hf import load_hf_model, require_torch
+from agentkit.llm.models import BUNDLED_FILE, resolve_model_path
+from agentkit.types import Message, Usage
+
+if TYPE_CHECKING:
+    import torch
+
+    from agentkit.llm.hf import HFModel
+
+#: Set to "1" (the test suite's conftest does) to make any attempt to load a real model fail.
+FORBID_ENV = "AGENTKIT_FORBID_REAL_MODELS"
+
+#: The context used when `n_ctx` is unset, if the model was trained for more: a KV cache grows
+#: with it, and few prompts here need more.
+DEFAULT_CONTEXT = 8192
+
+#: Prefix of the PEFT names given to the always-on `lora` entries ("lora:0", "lora:1", ...).
+_ALWAYS_ON = "lora:"
+
+Adapters = tuple[tuple[str, float], ...]
+
+
+class AdapterConfig(BaseModel):
+    """One always-on LoRA adapter (a PEFT folder made for this base model) and its strength."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    scale: float = 1.0
+
+
+class TransformersConfig(BaseModel):
+    """The `llm:` section of a config file that selects the transformers backend."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["transformers"] = "transformers"
+    model_path: str | None = Field(
+        default=None,
+        description="GGUF file or Hugging Face folder; None = the bundled SmolLM2-135M-Instruct",
+    )
+    device: str = Field(default="auto", description="auto (CUDA when torch sees a GPU), cpu, cuda, cuda:1, ...")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        default="auto", description="auto = float32 on a CPU, bfloat16 (or float16) on a GPU"
+    )
+    n_ctx: int | None = Field(
+        default=None,
+        ge=1,
+        description=f"context size, capped at the model's trained context; None = that, at most {DEFAULT_CONTEXT}",
+    )
+    lora: list[AdapterConfig] = Field(default_factory=list, description="PEFT adapters active on every call")
+    cache_dir: str | None = Field(
+        default=None, description="where a GGUF's dequantized copy is kept so later loads are fast"
+    )
+    seed: int | None = Field(default=None, description="sampling seed used when a call gives none")
+
+    @field_validator("model_path", "cache_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        # `model_path: ${AGENTKIT_MODEL:-}` interpolates to "" when the variable is unset.
+        return None if isinstance(value, str) and not value.strip() else value
+
+
+@dataclass
+class _Run:
+    """What one generation produced: sampled tokens (end-of-generation excluded) and logprobs."""
+
+    #: Alternatives to keep per token; None = compute no logprobs at all.
+    top_n: int | None
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    tops: list[list[tuple[int, float]]] = field(default_factory=list)
+    text: str = ""
+    finish: str = "stop"
+
+
+class TransformersLLM:
+    """A chat model run by transformers, with named PEFT adapters switched per call.
+
+    Construction is cheap; the model loads on first use (or `warm_up()`), once, under a lock.
+    One model serves one generation at a time: concurrent calls from other threads wait, and a
+    stream holds the model until it is exhausted or closed. Choosing the adapters and generating
+    happen under the same lock, so a call never sees another call's adapters.
+    """
+
+    config_model = TransformersConfig
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        n_ctx: int | None = None,
+        lora: Sequence[tuple[str | os.PathLike[str], float]] | None = None,
+        adapters: Mapping[str, str | os.PathLike[str]] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if n_ctx is not None and n_ctx < 1:
+            raise ValueError(f"n_ctx must be >= 1 (or None for the model's trained context), got {n_ctx}")
+        self.model_path = model_path
+        self.name = _model_name(model_path)
+        self.device = device
+        self.dtype = dtype
+        self.n_ctx = n_ctx
+        self.lora = [(path, float(scale)) for path, scale in lora or []]
+        self.cache_dir = cache_dir
+        self.seed = seed
+        #: Named adapters, switched per call with GenerationOptions.adapters (see add_adapter).
+        self.adapters: dict[str, Path] = {}
+        self._hf: HFModel | None = None
+        self._peft: Any = None
+        self._lora_layers: list[Any] = []
+        #: The (name, scale) pairs now active on the model.
+        self._active: Adapters = ()
+        self._trained: int | None = None
+        self._eos: set[int] = set()
+        self._load_lock = threading.Lock()
+        # A plain Lock, not an RLock: a stream abandoned in one thread may be finalized (and
+        # release the lock) in another. `_owner` turns same-thread re-entry into an error.
+        self._generate_lock = threading.Lock()
+        self._owner: int | None = None
+        for name, path in (adapters or {}).items():
+            self._register(name, path, f"adapters.{name}.path")
+
+    @classmethod
+    def from_config(cls, config: TransformersConfig) -> TransformersLLM:
+        return cls(
+            _absolute(config.model_path) if config.model_path is not None else None,
+            device=config.device,
+            dtype=config.dtype,
+            n_ctx=config.n_ctx,
+            lora=[(_absolute(item.path), item.scale) for item in config.lora],
+            cache_dir=_absolute(config.cache_dir) if config.cache_dir is not None else None,
+            seed=config.seed,
+        )
+
+    def __repr__(self) -> str:
+        state = f"loaded on {self._hf.device}" if self._hf is not None else "not loaded"
+        return f"TransformersLLM({self.name!r}, n_ctx={self.n_ctx}, {state})"
+
+    # --- loading --------------------------------------------------------------------------
+
+    def warm_up(self) -> None:
+        """Load the model (and every adapter) now rather than on the first call."""
+        self._model()
+
+    def close(self) -> None:
+        """Free the model; the next call loads it again, adapters included."""
+        self._refuse_reentry()
+        with self._load_lock, self._generate_lock:
+            if self._hf is None:
+                return
+            on_cuda = self._hf.device.startswith("cuda")
+            self._hf = self._peft = None
+            self._lora_layers, self._active = [], ()
+            if on_cuda:
+                import torch
+
+                torch.cuda.empty_cache()
+
+    @property
+    def context_length(self) -> int:
+        """Tokens the context holds: `n_ctx` capped at the model's trained context.
+
+        Never loads the model (a type check reads every protocol member); before loading, the
+        trained context comes from the GGUF header or config.json, which costs milliseconds.
+        """
+        if self._hf is not None:
+            return self._planned_context(self._trained)
+        if os.environ.get(FORBID_ENV) == "1":
+            return self.n_ctx or DEFAULT_CONTEXT
+        try:
+            source = self._source()
+        except ModelNotFound:
+            return self.n_ctx or DEFAULT_CONTEXT
+        return self._planned_context(_trained_context(source))
+
+    def _planned_context(self, trained: int | None) -> int:
+        if trained is None:
+            return self.n_ctx or DEFAULT_CONTEXT
+        return min(self.n_ctx, trained) if self.n_ctx is not None else min(trained, DEFAULT_CONTEXT)
+
+    def _source(self) -> Path:
+        """The GGUF file or Hugging Face folder to load; ModelNotFound, with the fix, when absent."""
+        if self.model_path is not None:
+            folder = Path(self.model_path).expanduser()
+            if folder.is_dir():
+                if not (folder / "config.json").is_file():
+                    raise ModelNotFound(
+                        f"{self.model_path} is a folder without config.json; set llm.model_path to a "
+                        "Hugging Face model folder (config.json, tokenizer and weights) or a GGUF file"
+                    )
+                return folder
+        return resolve_model_path(self.model_path)
+
+    def _model(self) -> HFModel:
+        hf = self._hf
+        if hf is None:
+            with self._load_lock:
+                if self._hf is None:
+                    self._load()
+                hf = self._hf
+        assert hf is not None
+        return hf
+
+    def _load(self) -> None:
+        require_torch("gpu")
+        source = self._source()
+        lora = [(_existing_adapter(p, f"llm.lora[{i}].path"), s) for i, (p, s) in enumerate(self.lora)]
+        if os.environ.get(FORBID_ENV) == "1":
+            raise RealModelForbidden(
+                f"refusing to load {source}: a unit test tried to load a real model; "
+                "use agentkit.testing.FakeLLM or mark the test with @pytest.mark.real_model"
+            )
+        hf = load_hf_model(source, device=self.device, dtype=self.dtype, cache_dir=self.cache_dir)
+        if not getattr(hf.tokenizer, "chat_template", None):
+            raise ModelLoadError(
+                f"{source} has no chat template (tokenizer.chat_template); the transformers backend "
+                "needs a chat/instruct model: set llm.model_path to one"
+            )
+        self._trained = getattr(hf.model.config, "max_position_embeddings", None)
+        eos = hf.model.generation_config.eos_token_id
+        self._eos = {eos} if isinstance(eos, int) else set(eos or ())
+        if hf.tokenizer.eos_token_id is not None:
+            self._eos.add(hf.tokenizer.eos_token_id)
+        self._peft, self._lora_layers, self._active = None, [], ()
+        for i, (path, _) in enumerate(lora):
+            self._attach(hf, f"{_ALWAYS_ON}{i}", path, f"llm.lora[{i}].path")
+        for name, path in self.adapters.items():
+            self._attach(hf, name, path, f"adapters.{name}")
+        # Published last: `_model()` reads `_hf` without the lock.
+        self._hf = hf
+
+    # --- adapters ---------------------------------------------------------------------------
+
+    def add_adapter(self, name: str, path: str | os.PathLike[str]) -> None:
+        """Register a PEFT LoRA folder under `name`, for `GenerationOptions(adapters={name: scale})`.
+
+        It is loaded into the model (at once if the model is already loaded); switching to it
+        later only changes which adapter layers take part, the base weights stay where they are.
+        """
+        self._refuse_reentry()
+        with self._load_lock, self._generate_lock:
+            self._register(name, path, f"adapters.{name}.path")
+            if self._hf is not None:
+                try:
+                    self._attach(self._hf, name, self.adapters[name], f"adapters.{name}")
+                except BaseException:
+                    del self.adapters[name]
+                    raise
+
+    @property
+    def adapter_names(self) -> list[str]:
+        return list(self.adapters)
+
+    @property
+    def active_adapters(self) -> dict[str, float]:
+        """The adapters active on the model now (name -> scale); always-on ones as "lora:<i>"."""
+        return dict(self._active)
+
+    def _register(self, name: str, path: str | os.PathLike[str], key: str) -> None:
+        if not name or name.startswith(_ALWAYS_ON) or "." in name:
+            raise InputError(
+                f"adapter name {name!r} is empty, reserved ({_ALWAYS_ON}...) or has a '.'; pick another name"
+            )
+        if name in self.adapters:
+            raise InputError(f"an adapter named {name!r} is already registered ({self.adapters[name]})")
+        self.adapters[name] = _existing_adapter(path, key)
+
+    def _attach(self, hf: HFModel, name: str, path: Path, key: str) -> None:
+        """Load one PEFT adapter into the loaded model, wrapping it in a PeftModel the first time."""
+        from peft import PeftModel, PeftType
+        from peft.tuners.lora import LoraLayer
+
+        try:
+            with warnings.catch_warnings():
+                # peft 0.21 calls a transformers method that transformers 5 deprecates.
+                warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+                if self._peft is None:
+                    self._peft = PeftModel.from_pretrained(hf.model, str(path), adapter_name=name)
+                else:
+                    self._peft.load_adapter(str(path), adapter_name=name)
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise ModelLoadError(
+                f"PEFT adapter {path} could not be loaded onto {self.name}: {exc}. It must be a LoRA "
+                f"trained for this base model (agentkit tune); fix or remove {key}"
+            ) from exc
+        if self._peft.peft_config[name].peft_type != PeftType.LORA:
+            raise ModelLoadError(
+                f"{path} is a {self._peft.peft_config[name].peft_type.value} adapter; only LoRA adapters "
+                f"can be switched per call: fix or remove {key}"
+            )
+        # The model generates directly (the PeftModel only manages adapters), with none active
+        # until a call asks for some.
+        self._lora_layers = [m for m in hf.model.modules() if isinstance(m, LoraLayer)]
+        self._peft.base_model.set_adapter([], inference_mode=True)
+        self._active = ()
+
+    def _wanted(self, options: GenerationOptions) -> Adapters:
+        """The always-on adapters plus the call's named ones; InputError for an unknown name."""
+        always = tuple((f"{_ALWAYS_ON}{i}", scale) for i, (_, scale) in enumerate(self.lora))
+        if not options.adapters:
+            return always
+        unknown = [n for n in options.adapters if n not in self.adapters]
+        if unknown:
+            known = ", ".join(self.adapters) or "none registered"
+            raise InputError(
+                f"no adapter named {', '.join(map(repr, unknown))} on {self.name} (known: {known}); "
+                "register it under `adapters:` in the config or with add_adapter()"
+            )
+        return always + tuple((n, float(s)) for n, s in options.adapters.items())
+
+    def _switch(self, wanted: Adapters) -> None:
+        """Make exactly `wanted` active, at those scales; none = the base model, bit for bit.
+
+        Only flags and per-layer scale factors change (~5 ms for SmolLM2's 60 LoRA layers on a
+        CPU): the base weights are never touched or reloaded.
+        """
+        wanted = tuple((n, s) for n, s in wanted if s != 0.0)
+        if wanted == self._active or self._peft is None:
+            return
+        self._peft.base_model.set_adapter([n for n, _ in wanted], inference_mode=True)
+        for layer in self._lora_layers:
+            for name, scale in wanted:
+                layer.set_scale(name, scale)  # scale x lora_alpha / r; skips layers without it
+        self._active = wanted
+
+    # --- counting -------------------------------------------------------------------------
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` takes in this model's tokenizer, without BOS or other added tokens."""
+        if not text:
+            return 0
+        return len(self._model().tokenizer(text, add_special_tokens=False).input_ids)
+
+    def count_message_tokens(self, messages: Sequence[Message]) -> int:
+        return len(self._prompt(self._model(), messages))
+
+    def _prompt(self, hf: HFModel, messages: Sequence[Message]) -> list[int]:
+        """The rendered chat prompt's tokens; the template writes every special token itself."""
+        try:
+            rendered = hf.tokenizer.apply_chat_template(
+                [m.to_dict() for m in messages], add_generation_prompt=True, tokenize=False
+            )
+        except Exception as exc:  # jinja2 errors raised by the template, e.g. an unsupported role
+            raise InputError(f"{self.name}'s chat template rejects these messages: {exc}") from exc
+        return list(hf.tokenizer(rendered, add_special_tokens=False).input_ids)
+
+    # --- generation -----------------------------------------------------------------------
+
+    def chat(self, messages: Sequence[Message], options: GenerationOptions | None = None) -> Completion:
+        options = options or GenerationOptions()
+        adapters = self._check(options)
+        hf = self._model()
+        prompt = self._checked_prompt(hf, messages)
+        run = _Run(options.logprobs)
+        with self._generating(adapters):
+            for _ in self._generate(hf, prompt, options, run):
+                pass
+        logprobs = _token_logprobs(hf.tokenizer, run) if run.top_n is not None else None
+        return Completion(
+            text=run.text,
+            usage=Usage(len(prompt), len(run.tokens)),
+            finish_reason=run.finish,
+            logprobs=logprobs,
+        )
+
+    def stream(
+        self, messages: Sequence[Message], options: GenerationOptions | None = None
+    ) -> Generator[Delta, None, None]:
+        """Yield text as it is generated; the last `Delta` carries `finish_reason` and `usage`.
+
+        Loading and prompt errors (`PromptTooLong`, ...) raise here, before the first `next()`.
+        Closing the iterator stops generation (tokens are made one at a time, as they are read)
+        and frees the model for the next call.
+        """
+        options = options or GenerationOptions()
+        adapters = self._check(options)
+        hf = self._model()
+        prompt = self._checked_prompt(hf, messages)
+        return self._stream(hf, prompt, options, adapters)
+
+    def _stream(
+        self, hf: HFModel, prompt: list[int], options: GenerationOptions, adapters: Adapters
+    ) -> Generator[Delta, None, None]:
+        run = _Run(None)
+        with self._generating(adapters):
+            for piece in self._generate(hf, prompt, options, run):
+                yield Delta(piece)
+        yield Delta("", finish_reason=run.finish, usage=Usage(len(prompt), len(run.tokens)))
+
+    def _check(self, options: GenerationOptions) -> Adapters:
+        """Refuse what this backend cannot do, before anything loads."""
+        for what in ("grammar", "json_schema"):
+            if getattr(options, what) is not None:
+                raise NotImplementedError(
+                    f"the transformers backend cannot constrain generation with a {what}; "
+                    "use the llama_cpp backend (llm.backend: llama_cpp) for constrained output"
+                )
+        return self._wanted(options)
+
+    def _checked_prompt(self, hf: HFModel, messages: Sequence[Message]) -> list[int]:
+        prompt = self._prompt(hf, messages)
+        n_ctx = self.context_length
+        if len(prompt) >= n_ctx:
+            if self._trained and n_ctx < self._trained:
+                fix = (
+                    f"raise llm.n_ctx (this model was trained for up to {self._trained}) "
+                    "or shorten the question / use fewer passages"
+                )
+            else:
+                fix = "shorten the question or use fewer, shorter passages (n_ctx is already the model's maximum)"
+            raise PromptTooLong(
+                f"the prompt has {len(prompt)} tokens but {self.name}'s context holds {n_ctx} (llm.n_ctx); {fix}"
+            )
+        return prompt
+
+    @contextlib.contextmanager
+    def _generating(self, adapters: Adapters) -> Iterator[None]:
+        """Hold the model for one generation, with these adapters; other threads wait their turn."""
+        self._refuse_reentry()
+        with self._generate_lock:
+            self._switch(adapters)
+            self._owner = threading.get_ident()
+            try:
+                yield
+            finally:
+                self._owner = None
+
+    def _refuse_reentry(self) -> None:
+        if self._owner == threading.get_ident():
+            raise RuntimeError(
+                f"{self.name} is still generating for an open stream in this thread; "
+                "exhaust or close() that stream first"
+            )
+
+    def _generate(self, hf: HFModel, prompt: list[int], options: GenerationOptions, run: _Run) -> Iterator[str]:
+        """Generate token by token with a KV cache, yielding text as it becomes final.
+
+        Text that could be the start of a stop string, or ends in half a UTF-8 character, is held
+        back until the next token decides it; `run` gets the tokens, the text and why it ended.
+        """
+        import torch
+
+        budget = self.context_length - len(prompt)
+        limit = min(options.max_tokens, budget) if options.max_tokens and options.max_tokens > 0 else budget
+        sampler = _Sampler(options, self.seed, hf.device)
+        stops = [s for s in options.stop if s]
+        ids = torch.tensor([prompt], device=hf.device)
+        seen = ids
+        past = None
+        sent = 0
+        run.finish = "length"
+        for _ in range(limit):
+            # Inference mode is thread state: entered per token, never held across a yield,
+            # so the caller's code between tokens runs in its own mode.
+            with torch.inference_mode():
+                out = hf.model(input_ids=ids, past_key_values=past, use_cache=True)
+                past = out.past_key_values
+                logits = out.logits[0, -1].float()
+                token = sampler.pick(logits, seen)
+                if token in self._eos:
+                    run.finish = "stop"
+                    break
+                run.tokens.append(token)
+                if run.top_n is not None:
+                    _record_logprobs(run, logits, token)
+                ids = torch.tensor([[token]], device=hf.device)
+                seen = torch.cat([seen, ids], dim=1)
+            run.text = hf.tokenizer.decode(run.tokens, skip_special_tokens=True)
+            cut = _first_stop(run.text, stops)
+            if cut is not None:
+                run.text, run.finish = run.text[:cut], "stop"
+                break
+            ready = len(run.text) - _held_back(run.text, stops)
+            if ready > sent:
+                yield run.text[sent:ready]
+                sent = ready
+        if len(run.text) > sent:
+            yield run.text[sent:]
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+class _Sampler:
+    """Greedy at temperature 0, else temperature sampling from a seeded generator; an optional
+    repetition penalty (transformers' own, so `repeat_penalty` means what `repetition_penalty` does)."""
+
+    def __init__(self, options: GenerationOptions, default_seed: int | None, device: str) -> None:
+        import torch
+        from transformers import RepetitionPenaltyLogitsProcessor
+
+        self.temperature = options.temperature
+        penalty = options.repeat_penalty
+        self.penalty = RepetitionPenaltyLogitsProcessor(penalty) if penalty not in (None, 1.0) else None
+        self.generator: torch.Generator | None = None
+        if self.temperature > 0:
+            self.generator = torch.Generator(device=device)
+            seed = options.seed if options.seed is not None else default_seed
+            if seed is None:
+                self.generator.seed()  # a fresh random seed: torch's default one is a constant
+            else:
+                self.generator.manual_seed(seed)
+
+    def pick(self, logits: torch.Tensor, seen: torch.Tensor) -> int:
+        import torch
+
+        scores = logits if self.penalty is None else self.penalty(seen, logits[None].clone())[0]
+        if self.generator is None:
+            return int(scores.argmax())
+        probs = torch.softmax(scores / self.temperature, dim=-1)
+        return int(torch.multinomial(probs, 1, generator=self.generator))
+
+
+def _record_logprobs(run: _Run, logits: torch.Tensor, token: int) -> None:
+    """Logprobs from the raw logits (before penalty and temperature), as OpenAI-style APIs report."""
+    import torch
+
+    logprobs = torch.log_softmax(logits, dim=-1)
+    run.logprobs.append(float(logprobs[token]))
+    n = min(run.top_n or 0, logprobs.numel())
+    if n > 0:
+        values, indices = torch.topk(logprobs, n)
+        run.tops.append([(int(i), float(v)) for i, v in zip(indices.tolist(), values.tolist(), strict=True)])
+    else:
+        run.tops.append([])
+
+
+def _token_logprobs(tokenizer: Any, run: _Run) -> list[TokenLogprob]:
+    """Logprobs of the tokens that make up `run.text` (tokens past a stop string dropped).
+
+    Each token's text is the difference of cumulative decodes, so a character split across
+    tokens lands on the token that completes it and the pieces join up to the text exactly.
+    """
+    out: list[TokenLogprob] = []
+    done = ""
+    for n, logprob in enumerate(run.logprobs):
+        if len(done) >= len(run.text):
+            break
+        upto = tokenizer.decode(run.tokens[: n + 1], skip_special_tokens=True)[: len(run.text)]
+        if n + 1 < len(run.logprobs):
+            upto = upto.rstrip("\ufffd")  # half a character: it goes to the token that completes it
+        top = {tokenizer.decode([alt]): lp for alt, lp in run.tops[n]}
+        out.append(TokenLogprob(token=upto[len(done) :], logprob=logprob, top=top))
+        done = upto
+    return out
+
+
+def _first_stop(text: str, stops: Sequence[str]) -> int | None:
+    found = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(found) if found else None
+
+
+def _held_back(text: str, stops: Sequence[str]) -> int:
+    """Characters at the end of `text` not yet safe to send: a possible stop-string start, or a
+    replacement character that the next token may turn into a whole one."""
+    if text.endswith("\ufffd"):
+        return len(text) - len(text.rstrip("\ufffd"))
+    held = 0
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), held, -1):
+            if text.endswith(stop[:k]):
+                held = k
+                break
+    return held
+
+
+def _model_name(model_path: str | os.PathLike[str] | None) -> str:
+    if model_path is None:
+        return Path(BUNDLED_FILE).stem
+    path = Path(model_path)
+    return path.name if path.suffix.lower() != ".gguf" else path.stem
+
+
+def _absolute(path: str) -> Path:
+    """A config path made absolute against the current directory, now, before any chdir."""
+    resolved = Path(path).expanduser()
+    return resolved if resolved.is_absolute() else Path.cwd() / resolved
+
+
+def _existing_adapter(path: str | os.PathLike[str], key: str) -> Path:
+    resolved = Path(path).expanduser()
+    if not (resolved / "adapter_config.json").is_file():
+        what = "has no adapter_config.json" if resolved.is_dir() else "does not exist"
+        raise ModelNotFound(
+            f"PEFT adapter folder {path} {what}; fix the path in {key} (a folder saved by "
+            "PeftModel.save_pretrained or agentkit tune) or remove the entry"
+        )
+    return resolved
+
+
+@functools.lru_cache(maxsize=32)
+def _trained_context(source: Path) -> int | None:
+    """The context the model was trained for, from config.json or the GGUF header; None if unknown."""
+    if source.is_dir():
+        try:
+            value = json.loads((source / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return value if isinstance(value, int) and value > 0 else None
+    return _gguf_context_length(source)
+
+
+#: GGUF metadata value types with a fixed size, as struct formats.
+_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+def _gguf_context_length(path: Path) -> int | None:
+    """`<arch>.context_length` from a GGUF file's metadata, read without the tensors.
+
+    gguf's own GGUFReader parses every key, the whole vocabulary included (2 s for SmolLM2);
+    the architecture and context length come first, so this stops after a few keys.
+    """
+    try:
+        with path.open("rb") as f:
+
+            def read(fmt: str) -> tuple[Any, ...]:
+                return struct.unpack("<" + fmt, f.read(struct.calcsize("<" + fmt)))
+
+            def skip(kind: int) -> None:
+                if kind in _GGUF_SCALARS:
+                    f.seek(struct.calcsize(_GGUF_SCALARS[kind]), 1)
+                elif kind == _GGUF_STRING:
+                    f.seek(read("Q")[0], 1)
+                elif kind == _GGUF_ARRAY:
+                    item, count = read("IQ")
+                    if item in _GGUF_SCALARS:
+                        f.seek(count * struct.calcsize(_GGUF_SCALARS[item]), 1)
+                    else:
+                        for _ in range(count):
+                            skip(item)
+                else:
+                    raise ValueError(f"unknown GGUF value type {kind}")
+
+            magic, version, _, n_kv = read("4sIQQ")
+            if magic != b"GGUF" or version < 2:
+                return None
+            arch, lengths = None, {}
+            for _ in range(n_kv):
+                key = f.read(read("Q")[0]).decode("utf-8", errors="replace")
+                (kind,) = read("I")
+                if key == "general.architecture" and kind == _GGUF_STRING:
+                    arch = f.read(read("Q")[0]).decode("utf-8", errors="replace")
+                elif key.endswith(".context_length") and kind in _GGUF_SCALARS:
+                    lengths[key] = read(_GGUF_SCALARS[kind])[0]
+                else:
+                    skip(kind)
+                if arch is not None and f"{arch}.context_length" in lengths:
+                    return int(lengths[f"{arch}.context_length"]) or None
+    except (OSError, ValueError, struct.error):
+        return None
+    return None
