@@ -24,6 +24,8 @@ _EXPORTS = {
     "PARAMETRIC": "agentkit.types",
     "LLM": "agentkit.llm.base",
     "GenerationOptions": "agentkit.llm.base",
+    "AdapterLLM": "agentkit.llm.base",
+    "AdapterSpec": "agentkit.config",
     "KnowledgeSource": "agentkit.knowledge.base",
     "WritableSource": "agentkit.knowledge.base",
     "MemorySource": "agentkit.knowledge.memory",
@@ -34,11 +36,11 @@ __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
     from agentkit.agent import Agent
-    from agentkit.config import Config, load_config
+    from agentkit.config import AdapterSpec, Config, load_config
     from agentkit.errors import AgentkitError
     from agentkit.knowledge.base import KnowledgeSource, WritableSource
     from agentkit.knowledge.memory import MemorySource
-    from agentkit.llm.base import LLM, GenerationOptions
+    from agentkit.llm.base import LLM, AdapterLLM, GenerationOptions
     from agentkit.types import PARAMETRIC, Answer, Citation, Document, Message, Passage, RouteDecision, Usage
 
 

@@ -10,7 +10,6 @@ the scored tokens from the same text, at the same evaluation cost per scored tok
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import math
 import numbers
@@ -214,7 +213,7 @@ class _Scorer:
             raise InputError(f"ctx must be at least 8 tokens, got {ctx}")
         path = resolve_model_path(model_path)
         adapters = [(_checked_lora(p), float(s)) for p, s in lora]
-        from agentkit.llm.llama_cpp import FORBID_ENV
+        from agentkit.llm.models import FORBID_ENV
 
         if os.environ.get(FORBID_ENV) == "1":
             raise RealModelForbidden(
@@ -228,8 +227,10 @@ class _Scorer:
         quiet = logging.getLogger("llama-cpp-python")
         if quiet.level == logging.NOTSET:
             quiet.setLevel(logging.ERROR)
+        from agentkit.llm.llama_cpp import trained_context
+
         self.notes: list[str] = []
-        trained = _trained_context(path)
+        trained = trained_context(path)
         if trained and ctx > trained:
             self.notes.append(f"ctx {ctx} is more than {path.name} was trained for; using {trained}")
             log.info(self.notes[-1])
@@ -267,31 +268,19 @@ class _Scorer:
         self.llama.close()
 
     def _init_adapter(self, path: Path) -> Any:
-        import llama_cpp
+        from agentkit.llm.llama_cpp import init_lora
 
-        adapter = llama_cpp.llama_adapter_lora_init(self.llama.model, str(path).encode("utf-8"))
-        if not adapter:
-            raise ModelLoadError(
-                f"LoRA adapter {path} could not be loaded onto {self.path.name}: it must be a GGUF LoRA "
-                "made for this base model (same architecture and sizes; convert a PEFT adapter with "
-                "llama.cpp's convert_lora_to_gguf.py --base ...)"
-            )
-        return adapter
+        return init_lora(self.llama, path, "--lora")
 
     def attach_adapters(self) -> None:
         """Attach every adapter to the context; the KV cache computed without them is dropped."""
         import llama_cpp
 
+        from agentkit.llm.llama_cpp import set_loras
+
         if not self._adapters:
             return
-        scales = [s for _, s in self.adapter_specs]
-        array = (llama_cpp.llama_adapter_lora_p_ctypes * len(self._adapters))(*self._adapters)
-        failed = llama_cpp.llama_set_adapters_lora(
-            self.llama.ctx, array, len(self._adapters), (ctypes.c_float * len(scales))(*scales)
-        )
-        if failed:
-            names = ", ".join(str(p) for p, _ in self.adapter_specs)
-            raise ModelLoadError(f"llama.cpp refused to attach the LoRA adapters {names} to {self.path.name}")
+        set_loras(self.llama, self._adapters, [s for _, s in self.adapter_specs])
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.llama.ctx), True)
         self.llama.reset()
         self.attached = [(str(p), s) for p, s in self.adapter_specs]
@@ -434,26 +423,3 @@ def _checked_lora(path: str | os.PathLike[str]) -> Path:
             "model (convert a PEFT adapter with llama.cpp's convert_lora_to_gguf.py)"
         )
     return resolved
-
-
-def _trained_context(path: Path) -> int | None:
-    """The context length the GGUF was trained for, read from its metadata by a vocab-only load
-    (~0.1 s; n_ctx_train itself is 0 in such a load)."""
-    import llama_cpp
-
-    params = llama_cpp.llama_model_default_params()
-    params.vocab_only = True
-    model = llama_cpp.llama_model_load_from_file(str(path).encode("utf-8"), params)
-    if not model:
-        return None  # the full load reports the real problem
-    try:
-        buf = ctypes.create_string_buffer(256)
-
-        def meta(key: str) -> str | None:
-            n = llama_cpp.llama_model_meta_val_str(model, key.encode("utf-8"), buf, ctypes.sizeof(buf))
-            return buf.value.decode("utf-8", errors="replace") if n >= 0 else None
-
-        value = meta(f"{meta('general.architecture')}.context_length")
-        return int(value) if value and value.isdigit() else None
-    finally:
-        llama_cpp.llama_model_free(model)

@@ -289,6 +289,8 @@ class Repl:
             return
         r = self.last.route
         click.echo(f"policy: {r.policy or '-'}; confidence {r.confidence:.2f}; {r.reason}")
+        if self.last.adapters:
+            click.echo("adapters: " + ", ".join(f"{name} (scale {scale:g})" for name, scale in self.last.adapters.items()))
         for key, value in sorted(r.signals.items()):
             click.echo(f"  {key:<28} {value:.3f}")
 

@@ -65,3 +65,15 @@ def test_history_is_passed_and_reset(capsys: pytest.CaptureFixture[str]) -> None
     assert "how to install agentkit" in second
     third = [m.content for m in llm.calls[2][0]]
     assert "how to install agentkit" not in third
+
+
+def test_why_names_the_adapter_the_route_selected(capsys: pytest.CaptureFixture[str]) -> None:
+    from agentkit.config import AdapterSpec
+
+    llm = FakeLLM()
+    llm.add_adapter("docs-style", "docs.gguf")
+    agent = Agent(llm, [source()], adapters={"docs-style": AdapterSpec(path="docs.gguf", sources=["docs"], scale=0.5)})
+    repl = Repl(agent, read_line=script(["/route docs", "how to install agentkit", "/why"]))
+    repl.run()
+    assert "adapters: docs-style (scale 0.5)" in capsys.readouterr().out
+    assert llm.calls[-1][1].adapters == {"docs-style": 0.5}

@@ -45,8 +45,7 @@ if TYPE_CHECKING:
 
     import numpy as np
 
-#: Set by the test suite: loading a real model outside tests marked `real_model` is an error.
-FORBID_ENV = "AGENTKIT_FORBID_REAL_MODELS"
+from agentkit.llm.models import FORBID_ENV  # noqa: E402 - the test suite's real-model guard
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
 Pooling = Literal["mean", "cls"]

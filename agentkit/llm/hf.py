@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -96,6 +97,8 @@ def load_hf_model(
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    # Raised from inside peft's get_peft_model on transformers 5; nothing a user can act on.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     device = pick_device(device)
     torch_dtype = pick_dtype(device, dtype)
     gguf: Path | None = None

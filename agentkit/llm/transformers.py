@@ -29,7 +29,8 @@ from agentkit.errors import (
 )
 from agentkit.llm.base import Completion, Delta, GenerationOptions, TokenLogprob
 from agentkit.llm.hf import load_hf_model, require_torch
-from agentkit.llm.models import BUNDLED_FILE, resolve_model_path
+from agentkit.llm.models import BUNDLED_FILE, FORBID_ENV, adapters_for_call, resolve_model_path
+from agentkit.llm.models import absolute as _absolute
 from agentkit.types import Message, Usage
 
 if TYPE_CHECKING:
@@ -37,8 +38,6 @@ if TYPE_CHECKING:
 
     from agentkit.llm.hf import HFModel
 
-#: Set to "1" (the test suite's conftest does) to make any attempt to load a real model fail.
-FORBID_ENV = "AGENTKIT_FORBID_REAL_MODELS"
 
 #: The context used when `n_ctx` is unset, if the model was trained for more: a KV cache grows
 #: with it, and few prompts here need more.
@@ -330,17 +329,7 @@ class TransformersLLM:
 
     def _wanted(self, options: GenerationOptions) -> Adapters:
         """The always-on adapters plus the call's named ones; InputError for an unknown name."""
-        always = tuple((f"{_ALWAYS_ON}{i}", scale) for i, (_, scale) in enumerate(self.lora))
-        if not options.adapters:
-            return always
-        unknown = [n for n in options.adapters if n not in self.adapters]
-        if unknown:
-            known = ", ".join(self.adapters) or "none registered"
-            raise InputError(
-                f"no adapter named {', '.join(map(repr, unknown))} on {self.name} (known: {known}); "
-                "register it under `adapters:` in the config or with add_adapter()"
-            )
-        return always + tuple((n, float(s)) for n, s in options.adapters.items())
+        return adapters_for_call([scale for _, scale in self.lora], options.adapters, self.adapters, self.name)
 
     def _switch(self, wanted: Adapters) -> None:
         """Make exactly `wanted` active, at those scales; none = the base model, bit for bit.
@@ -603,12 +592,6 @@ def _model_name(model_path: str | os.PathLike[str] | None) -> str:
         return Path(BUNDLED_FILE).stem
     path = Path(model_path)
     return path.name if path.suffix.lower() != ".gguf" else path.stem
-
-
-def _absolute(path: str) -> Path:
-    """A config path made absolute against the current directory, now, before any chdir."""
-    resolved = Path(path).expanduser()
-    return resolved if resolved.is_absolute() else Path.cwd() / resolved
 
 
 def _existing_adapter(path: str | os.PathLike[str], key: str) -> Path:
