@@ -152,3 +152,25 @@ def test_eval_qa_cli_json(tmp_path: Path) -> None:
             assert report["citation_precision"] == 1.0 and report["citations"] == 1
         if mode == "never":
             assert report["retrieval_rate"] == 0.0
+
+
+def test_eval_qa_with_lora_answers_with_and_without_the_adapter(tmp_path: Path) -> None:
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "tides.md").write_text("# Tides\n\nTides are caused mainly by the pull of the Moon.\n")
+    (tmp_path / "qa.jsonl").write_text(json.dumps({"question": "What causes tides?", "answer": ["the Moon"]}) + "\n")
+    (tmp_path / "agentkit.yaml").write_text(f"data_dir: {tmp_path / 'data'}\nllm: {{backend: fake}}\n")
+    adapter = tmp_path / "style.gguf"
+    adapter.write_bytes(b"GGUF")
+    result = CliRunner().invoke(cli, ["--config", str(tmp_path / "agentkit.yaml"), "eval", "qa", "--corpus",
+                                      str(tmp_path / "corpus"), "--questions", str(tmp_path / "qa.jsonl"),
+                                      "--mode", "always", "--lora", str(adapter), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert list(report) == ["base", "base + style.gguf"]
+    assert report["base"]["n"] == report["base + style.gguf"]["n"] == 1
+    # The text report prints both rows too.
+    result = CliRunner().invoke(cli, ["--config", str(tmp_path / "agentkit.yaml"), "eval", "qa", "--corpus",
+                                      str(tmp_path / "corpus"), "--questions", str(tmp_path / "qa.jsonl"),
+                                      "--mode", "always", "--lora", str(adapter), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "base, mode always" in result.output and "base + style.gguf, mode always" in result.output
