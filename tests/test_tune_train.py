@@ -59,6 +59,19 @@ def test_encode_masks_the_prompt_and_ends_the_turn(cache: Path) -> None:
     assert e.input_ids[: len(prompt)] == list(prompt)
 
 
+def test_reply_loss_equals_the_models_own_loss(cache: Path) -> None:
+    import torch
+
+    from agentkit.tune.train import _collate, reply_loss
+
+    hf = _base(cache)
+    examples = _examples(3)
+    examples[1]["output"] += " A longer reply, so that the rows differ in length."
+    batch = _collate([encode(hf.tokenizer, e) for e in examples], hf.tokenizer.pad_token_id, "cpu")
+    with torch.no_grad():
+        assert float(reply_loss(hf.model, batch)) == pytest.approx(float(hf.model(**batch).loss), rel=1e-5)
+
+
 def test_a_few_steps_lower_the_loss_and_save_a_peft_adapter(cache: Path, tmp_path: Path) -> None:
     hf = _base(cache)
     report = train(hf.model, hf.tokenizer, _examples(), tmp_path, lora=LORA, settings=FAST, max_steps=6, progress=False)

@@ -437,7 +437,10 @@ def _fit(shown: list[Passage], budget: int, count_tokens: Callable[[str], int]) 
     return shown
 
 
-_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
+# A sentence ends at . ! or ? before a capitalised word; with a space, or without one when a word
+# follows directly ("EMT.Importantly": SciFact's abstracts join sentences that way), but not in
+# abbreviations such as "U.S." or decimals.
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])|(?<=[A-Za-z0-9)\]][.!?])(?=[A-Z][a-z])")
 
 
 def sentences(text: str) -> list[str]:
