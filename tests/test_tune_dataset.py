@@ -399,3 +399,32 @@ def test_random_is_not_global() -> None:
     src.add(PASSAGES)
     list(build_examples(src, ITEMS, refusal_rate=0.5, progress=False))
     assert random.getstate() == state
+
+
+def test_evidence_use_scores_gold_citations_refusals_and_format() -> None:
+    from agentkit.tune.dataset import Example
+    from agentkit.tune.evaluate import evaluate_evidence_use
+
+    def example(i: int, gold: str | None) -> Example:
+        shown = ["a#0", "b#0", "c#0"]
+        return Example(
+            id=f"e{i}", kind="task", messages=[{"role": "user", "content": f"Sources: ...\nQuestion: q{i}?"}],
+            output="", question=f"q{i}?", answers=["blue"], gold_ids=[gold] if gold else ["z#0"],
+            passage_ids=shown, refusal=gold is None,
+        )
+
+    examples = [example(0, "b#0"), example(1, "c#0"), example(2, None), example(3, "a#0")]
+    replies = {
+        "q0?": "Reasoning: [2] says so.\nAnswer: blue [2].",                 # gold cited, exact
+        "q1?": "Reasoning: [1].\nAnswer: It is blue [1][3].",                # gold among two marks
+        "q2?": f"Reasoning: none do.\nAnswer: {REFUSAL}",                     # a correct refusal
+        "q3?": f"Answer: {REFUSAL}",                                          # a false refusal
+    }
+    llm = FakeLLM(lambda messages, options: replies[messages[-1].content.rsplit("Question: ", 1)[1]])
+    report = evaluate_evidence_use(llm, examples, label="fake")
+    assert report.n == 4 and report.answerable == 3
+    assert report.gold_cited == pytest.approx(2 / 3)
+    assert report.citation_precision == pytest.approx(2 / 3)  # [2] and [3] of the three marks made
+    assert report.correct_refusals == 1.0 and report.false_refusals == pytest.approx(1 / 3)
+    assert report.formatted == 1.0
+    assert report.exact_match == pytest.approx(2 / 3)

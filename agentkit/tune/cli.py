@@ -288,3 +288,42 @@ def run_command(obj: Any, name: str, base: str | None, epochs: float | None, lea
     click.echo(_json.dumps(summary))
     click.echo(f"compare base and adapter on the held-out questions: agentkit eval qa --corpus {data_options['corpus']} "
                f"--questions {data_dir / 'heldout.jsonl'} --mode always --lora {adapter}")
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+
+
+@tune_group.command("eval")
+@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="heldout.jsonl from `agentkit tune data` (or run).")
+@click.option("--lora", type=click.Path(exists=True, path_type=Path), default=None, help="Also answer with this adapter and report both.")
+@click.option("--lora-scale", type=float, default=1.0, show_default=True)
+@click.option("--limit", type=int, default=None, help="Only the first N examples.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per run.")
+@click.option("--progress/--no-progress", default=True)
+@click.pass_obj
+def eval_command(obj: Any, data: Path, lora: Path | None, lora_scale: float, limit: int | None, as_json: bool, progress: bool) -> None:
+    """Evidence use on held-out examples (same passages as built): gold cited, refusals, format."""
+    from agentkit.plugins import build_llm
+    from agentkit.tune.dataset import load_examples
+    from agentkit.tune.evaluate import evaluate_evidence_use
+
+    examples = load_examples(data)[:limit] if limit else load_examples(data)
+    llm = build_llm(obj.config.llm)
+    runs: list[tuple[str, dict[str, float] | None]] = [("base", None)]
+    if lora is not None:
+        register = getattr(llm, "add_adapter", None)
+        if register is None:
+            raise click.UsageError(f"--lora needs a backend that switches adapters (llama_cpp, transformers), not {obj.config.llm_backend}")
+        register("eval-lora", lora)
+        runs.append((f"base + {lora.name}", {"eval-lora": lora_scale}))
+    reports = [evaluate_evidence_use(llm, examples, adapters=a, label=label, progress=progress and not as_json) for label, a in runs]
+    if as_json:
+        click.echo(_json.dumps({r.label: r.to_dict() for r in reports}, indent=2))
+        return
+    click.echo(f"evidence use on {len(examples)} held-out examples ({reports[0].answerable} answerable)")
+    click.echo(f"  {'run':<28}{'gold cited':>11}{'cite prec':>10}{'EM':>7}{'F1':>7}{'refusals ok':>12}{'false ref':>10}{'format':>8}{'ms':>8}")
+    for r in reports:
+        precision = "n/a" if r.citation_precision is None else f"{r.citation_precision:.3f}"
+        refusals = "n/a" if r.correct_refusals is None else f"{r.correct_refusals:.3f}"
+        click.echo(f"  {r.label:<28}{r.gold_cited:>11.3f}{precision:>10}{r.exact_match:>7.3f}{r.f1:>7.3f}"
+                   f"{refusals:>12}{r.false_refusals:>10.3f}{r.formatted:>8.3f}{r.mean_latency_ms:>8.0f}")
