@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -49,13 +50,27 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:,.2f}"
 
 
+def first_tokens(llm: Any, runs: int) -> tuple[float, float]:
+    """Median seconds to a first token: asking again with adapter a, then switching to b."""
+    from agentkit.llm.base import GenerationOptions
+    from agentkit.types import Message
+
+    msgs = [Message("user", QUESTION)]
+    same, switched = [], []
+    for _ in range(runs):
+        llm.chat(msgs, GenerationOptions(max_tokens=1, temperature=0.0, adapters={"a": 1.0}))
+        for name, out in (("a", same), ("b", switched)):
+            t = time.perf_counter()
+            llm.chat(msgs, GenerationOptions(max_tokens=1, temperature=0.0, adapters={name: 1.0}))
+            out.append(time.perf_counter() - t)
+    return statistics.median(same), statistics.median(switched)
+
+
 def bench_llama_cpp(ggufs: list[Path], runs: int) -> list[tuple[str, float]]:
     from llama_cpp import Llama
 
-    from agentkit.llm.base import GenerationOptions
     from agentkit.llm.llama_cpp import LlamaCppLLM
     from agentkit.llm.models import bundled_model_path
-    from agentkit.types import Message
 
     rows: list[tuple[str, float]] = []
     t = time.perf_counter()
@@ -72,20 +87,9 @@ def bench_llama_cpp(ggufs: list[Path], runs: int) -> list[tuple[str, float]]:
         switch.append(time.perf_counter() - t)
     rows.append(("llama.cpp: switch adapter (agentkit)", statistics.median(switch)))
 
-    msgs = [Message("user", QUESTION)]
-    one = GenerationOptions(max_tokens=1, temperature=0.0)
-    same, switched = [], []
-    for i in range(runs):
-        llm.chat(msgs, GenerationOptions(max_tokens=1, temperature=0.0, adapters={"a": 1.0}))
-        t = time.perf_counter()
-        llm.chat(msgs, GenerationOptions(max_tokens=1, temperature=0.0, adapters={"a": 1.0}))
-        same.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        llm.chat(msgs, GenerationOptions(max_tokens=1, temperature=0.0, adapters={"b": 1.0}))
-        switched.append(time.perf_counter() - t)
-    llm.chat(msgs, one)
-    rows.append(("llama.cpp: first token, same adapter", statistics.median(same)))
-    rows.append(("llama.cpp: first token, after a switch", statistics.median(switched)))
+    same, switched = first_tokens(llm, runs)
+    rows.append(("llama.cpp: first token, same adapter", same))
+    rows.append(("llama.cpp: first token, after a switch", switched))
     assert llm._llama is loaded, "the base model was reloaded"
     llm.close()
 
@@ -110,20 +114,11 @@ def bench_transformers(peft_dirs: list[Path], folder: Path, runs: int) -> list[t
     llm = TransformersLLM(cache_dir=str(folder / "hf-cache"), device="cpu")
     llm.add_adapter("a", peft_dirs[0])
     llm.add_adapter("b", peft_dirs[1])
-    msgs = [Message("user", QUESTION)]
-    llm.chat(msgs, GenerationOptions(max_tokens=1, temperature=0.0))
+    llm.chat([Message("user", QUESTION)], GenerationOptions(max_tokens=1, temperature=0.0))
     rows.append(("transformers: load base + 2 adapters (cached)", time.perf_counter() - t))
-    same, switched = [], []
-    for _ in range(max(3, runs // 4)):
-        llm.chat(msgs, GenerationOptions(max_tokens=1, temperature=0.0, adapters={"a": 1.0}))
-        t = time.perf_counter()
-        llm.chat(msgs, GenerationOptions(max_tokens=1, temperature=0.0, adapters={"a": 1.0}))
-        same.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        llm.chat(msgs, GenerationOptions(max_tokens=1, temperature=0.0, adapters={"b": 1.0}))
-        switched.append(time.perf_counter() - t)
-    rows.append(("transformers: first token, same adapter", statistics.median(same)))
-    rows.append(("transformers: first token, after a switch", statistics.median(switched)))
+    same, switched = first_tokens(llm, max(3, runs // 4))
+    rows.append(("transformers: first token, same adapter", same))
+    rows.append(("transformers: first token, after a switch", switched))
     return rows
 
 

@@ -31,7 +31,13 @@ from agentkit.errors import (
     RealModelForbidden,
 )
 from agentkit.llm.base import Completion, Delta, GenerationOptions, TokenLogprob
-from agentkit.llm.models import BUNDLED_FILE, FORBID_ENV, adapters_for_call, resolve_model_path
+from agentkit.llm.models import (
+    BUNDLED_FILE,
+    FORBID_ENV,
+    LoraConfig,
+    adapters_for_call,
+    resolve_model_path,
+)
 from agentkit.llm.models import absolute as _absolute
 from agentkit.types import Message, Usage
 
@@ -45,15 +51,6 @@ if TYPE_CHECKING:
 _MESSAGE_OVERHEAD = 4
 
 _TOO_LONG = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
-
-
-class LoraConfig(BaseModel):
-    """One LoRA adapter (a GGUF file converted for this base model) and its strength."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    path: str
-    scale: float = 1.0
 
 
 class LlamaCppConfig(BaseModel):

