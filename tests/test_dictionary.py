@@ -605,20 +605,22 @@ class TestFilesContract(KnowledgeSourceContract):
         return wn_source
 
 
+@pytest.fixture(scope="module")
+def dict_server_source(dictd: DictdServer):
+    """One client of the test dictd for the whole contract suite."""
+    src = DictionarySource("dict", server=dictd.url, databases=["wn", "gcide"])
+    yield src
+    src.close()
+
+
 @needs_dictd
 class TestServerContract(KnowledgeSourceContract):
     query = "Define lugubrious"
     expected_id = "wn:lugubrious:1"
 
-    @pytest.fixture(scope="class")
-    def server_source(self, dictd: DictdServer):
-        src = DictionarySource("dict", server=dictd.url, databases=["wn", "gcide"])
-        yield src
-        src.close()
-
     @pytest.fixture()
-    def source(self, server_source: DictionarySource) -> DictionarySource:
-        return server_source
+    def source(self, dict_server_source: DictionarySource) -> DictionarySource:
+        return dict_server_source
 
 
 # --- the routing set's dictionary questions ----------------------------------------------------
