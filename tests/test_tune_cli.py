@@ -110,3 +110,39 @@ def test_tune_register_refuses_unknown_sources_and_keeps_the_file(tmp_path: Path
     assert result.exit_code == 0, result.output
     assert set(yaml.safe_load(config.read_text())["adapters"]) == {"a", "b"}
     assert (tmp_path / "agentkit.yaml.bak").is_file()
+
+
+@pytest.mark.real_model
+def test_ctrl_c_in_tune_train_keeps_a_checkpoint_and_resume_finishes(tmp_path: Path, hf_cache: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentkit.llm import hf
+    from agentkit.tune import train as train_module
+
+    real_load, real_train = hf.load_hf_model, train_module.train
+    monkeypatch.setattr(hf, "load_hf_model", lambda path=None, **kw: real_load(path, **{**kw, "cache_dir": hf_cache}))
+
+    def interrupted(*args, **kwargs):  # the user presses Ctrl-C after the first step
+        def stop(step: int, loss: float) -> None:
+            raise KeyboardInterrupt
+
+        return real_train(*args, **{**kwargs, "on_step": stop})
+
+    data = tmp_path / "train.jsonl"
+    with data.open("w", encoding="utf-8") as fh:
+        for key, question in QUESTIONS.items():
+            messages = [{"role": "user", "content": f"Sources:\n[1] {FACTS[key][0]}\n{FACTS[key][1]}\n\nQuestion: {question}"}]
+            fh.write(json.dumps({"messages": messages, "output": f"Answer: {FACTS[key][2]} [1]."}) + "\n")
+    config = tmp_path / "agentkit.yaml"
+    config.write_text(f"data_dir: {tmp_path / 'data'}\ntune: {{train: {{batch_size: 2, checkpoint_every: 0}}}}\n")
+    args = ["--config", str(config), "tune", "train", "--data", str(data), "--out", str(tmp_path / "out"),
+            "--max-steps", "2", "--no-progress"]
+    monkeypatch.setattr(train_module, "train", interrupted)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 130, result.output
+    assert "saved" in result.output and "step-1" in result.output and "--resume" in result.output
+    monkeypatch.setattr(train_module, "train", real_train)
+    result = CliRunner().invoke(cli, [*args, "--resume"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "train_report.json").read_text())
+    assert report["resumed_from"] == 1 and report["steps"] == 2
+    assert (tmp_path / "out" / "adapter.gguf").is_file()

@@ -153,8 +153,15 @@ def _train(obj: Any, settings: Any, data: Path, out: Path, base: str | None, res
     click.echo(f"loading {model_path or 'the bundled SmolLM2-135M-Instruct'} into transformers ...", err=True)
     hf = load_hf_model(model_path, device=settings.train.device, dtype=settings.train.dtype,
                        cache_dir=cfg.data_dir / "hf-cache")
-    report = train(hf.model, hf.tokenizer, examples, out, lora=settings.lora, settings=settings.train,
-                   device=hf.device, resume=resume, max_steps=max_steps, progress=progress)
+    try:
+        report = train(hf.model, hf.tokenizer, examples, out, lora=settings.lora, settings=settings.train,
+                       device=hf.device, resume=resume, max_steps=max_steps, progress=progress)
+    except KeyboardInterrupt:
+        from agentkit.tune.train import latest_checkpoint
+
+        click.echo(f"\ninterrupted: saved {latest_checkpoint(out)}; run the same command with --resume "
+                   "to continue from there", err=True)
+        raise SystemExit(130) from None
     click.echo(report.summary())
     gguf = None
     if hf.gguf is not None:
