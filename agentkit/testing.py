@@ -166,3 +166,30 @@ def __getattr__(name: str) -> Any:
 
         return getattr(contracts, name)
     raise AttributeError(f"module 'agentkit.testing' has no attribute {name!r}")
+
+
+def noisy_lora(
+    model: Any,
+    target_modules: Sequence[str] = ("q_proj", "v_proj"),
+    *,
+    rank: int = 8,
+    alpha: float = 16,
+    std: float = 0.05,
+    seed: int = 0,
+) -> Any:
+    """`model` (a transformers model) wrapped in a PEFT LoRA whose B matrices are seeded noise.
+
+    A fresh LoRA has B = 0 and changes nothing; this one changes the outputs, so tests of adapter
+    plumbing (loading, switching, exporting) can see it work. Needs the tune extra.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(target_modules))
+    peft_model = get_peft_model(model, config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(std * torch.randn(param.shape, generator=generator))
+    return peft_model

@@ -25,21 +25,14 @@ QUESTION = "Name three colours of the rainbow."
 
 def make_adapters(folder: Path) -> tuple[list[Path], list[Path]]:
     """Two PEFT LoRAs with random B matrices (so they change outputs), and their GGUF exports."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
     from agentkit.llm.hf import load_hf_model
+    from agentkit.testing import noisy_lora
     from agentkit.tune.export import export_gguf_lora
 
     peft_dirs, ggufs = [], []
     for i in range(2):
         hf = load_hf_model(device="cpu", cache_dir=folder / "hf-cache")
-        model = get_peft_model(hf.model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
-        gen = torch.Generator().manual_seed(i)
-        with torch.no_grad():
-            for name, param in model.named_parameters():
-                if "lora_B" in name:
-                    param.copy_(0.05 * torch.randn(param.shape, generator=gen))
+        model = noisy_lora(hf.model, ["q_proj", "k_proj", "v_proj", "o_proj"], std=0.05, seed=i)
         model.save_pretrained(str(folder / f"peft{i}"), save_embedding_layers=False)
         peft_dirs.append(folder / f"peft{i}")
         ggufs.append(export_gguf_lora(folder / f"peft{i}", folder / f"lora{i}.gguf"))

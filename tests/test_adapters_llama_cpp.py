@@ -28,20 +28,13 @@ GREEDY = GenerationOptions(max_tokens=24, temperature=0.0)
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory: pytest.TempPathFactory, hf_cache: Path) -> Path:
     """A LoRA on the bundled model whose random B matrices change what it says, as GGUF."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
     from agentkit.llm.hf import load_hf_model
+    from agentkit.testing import noisy_lora
     from agentkit.tune.export import export_gguf_lora
 
     folder = tmp_path_factory.mktemp("adapter")
     hf = load_hf_model(device="cpu", cache_dir=hf_cache)
-    model = get_peft_model(hf.model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj"]))
-    generator = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(0.08 * torch.randn(param.shape, generator=generator))
+    model = noisy_lora(hf.model, ["q_proj", "v_proj", "o_proj"], std=0.08, seed=3)
     model.save_pretrained(str(folder / "peft"), save_embedding_layers=False)
     return export_gguf_lora(folder / "peft", folder / "noisy.gguf")
 

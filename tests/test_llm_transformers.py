@@ -68,22 +68,15 @@ class Adapter(NamedTuple):
 @pytest.fixture(scope="module")
 def adapter(llm: TransformersLLM, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Adapter:
     """A LoRA for SmolLM2 whose B matrices are seeded random (PEFT starts them at zero, a no-op)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
     from agentkit.llm.hf import load_hf_model
+    from agentkit.testing import noisy_lora
 
     start = time.perf_counter()
     fresh = load_hf_model(cache_dir=cache_dir)  # a copy: get_peft_model changes the model it wraps
     base_load_s = time.perf_counter() - start
     with warnings.catch_warnings():  # peft 0.21 calls a method transformers 5 deprecates
         warnings.simplefilter("ignore", FutureWarning)
-        model = get_peft_model(fresh.model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.05)
+        model = noisy_lora(fresh.model, ["q_proj", "v_proj"], std=0.05, seed=0)
     folder = tmp_path_factory.mktemp("adapter")
     model.save_pretrained(str(folder))
     return Adapter(folder, base_load_s)

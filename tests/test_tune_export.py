@@ -305,25 +305,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory, hf_cache: Path) -> dict[st
     """A PEFT LoRA on SmolLM2 with random non-zero B (so it changes outputs), saved and exported,
     plus transformers' logits for TEXT with and without it."""
     import torch
-    from peft import LoraConfig, get_peft_model
 
     from agentkit.llm.hf import load_hf_model
+    from agentkit.testing import noisy_lora
 
     folder = tmp_path_factory.mktemp("lora")
     hf = load_hf_model(device="cpu", cache_dir=hf_cache)
-    torch.manual_seed(0)
-    config = LoraConfig(
-        r=8,
-        lora_alpha=16,
-        lora_dropout=0.0,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "up_proj"],
-    )
-    model = get_peft_model(hf.model, config)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(0.05 * torch.randn(param.shape, generator=generator))
+    model = noisy_lora(hf.model, ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj"], std=0.05, seed=1)
     # Without save_embedding_layers=False PEFT looks for the base's config.json on the Hub and
     # warns that it cannot (the base came from a GGUF file).
     model.save_pretrained(str(folder / "adapter"), save_embedding_layers=False)
