@@ -293,8 +293,9 @@ def run_command(obj: Any, name: str, base: str | None, epochs: float | None, lea
         _register(obj, name, adapter, sources, routes, default, scale)
     summary = {"adapter": str(adapter), "data": str(data_dir), "heldout": str(data_dir / "heldout.jsonl")}
     click.echo(_json.dumps(summary))
-    click.echo(f"compare base and adapter on the held-out questions: agentkit eval qa --corpus {data_options['corpus']} "
-               f"--questions {data_dir / 'heldout.jsonl'} --mode always --lora {adapter}")
+    click.echo(f"compare base and adapter on the held-out examples: agentkit tune eval --data {data_dir / 'heldout.jsonl'} "
+               f"--lora {adapter}\n  or with the whole agent's retrieval: agentkit eval qa --corpus {data_options['corpus']} "
+               f"--questions {data_dir / 'heldout.jsonl'} --chunk-tokens {data_options['chunk_tokens']} --mode always --lora {adapter}")
 
 
 # --- evaluation ----------------------------------------------------------------------------------
