@@ -271,14 +271,9 @@ class Agent:
         return chosen
 
     def _check_adapters(self) -> None:
-        unknown = {n: [t for t in a.sources if t not in self.sources] for n, a in self.adapters.items()}
-        unknown = {n: ts for n, ts in unknown.items() if ts}
-        if unknown:
-            name, targets = next(iter(unknown.items()))
-            raise ConfigError(
-                f"adapters.{name}.sources: no source named {', '.join(map(repr, targets))}; "
-                f"configured: {', '.join(self.sources) or 'none'}"
-            )
+        from agentkit.config import check_adapter_sources
+
+        check_adapter_sources(self.adapters, self.sources)
         known = set(getattr(self.llm, "adapter_names", ()))
         missing = [n for n in self.adapters if n not in known]
         if missing:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentkit.errors import ConfigError
+from agentkit.tune.settings import TuneSettings
 
 #: Where a config is looked for when none is given: these, in order, then the packaged default.
 SEARCH_PATH = ("agentkit.yaml", "agentkit.yml")
@@ -143,8 +144,8 @@ class Config(_Strict):
     tools: list[str] = Field(default_factory=list)
     #: Named LoRA adapters and the sources/routes that select them (see AdapterSpec).
     adapters: dict[str, AdapterSpec] = Field(default_factory=dict)
-    #: How `agentkit tune` builds data and trains (see agentkit/tune/).
-    tune: dict[str, Any] = Field(default_factory=dict)
+    #: How `agentkit tune` builds data and trains (see agentkit/tune/settings.py).
+    tune: TuneSettings = Field(default_factory=TuneSettings)
     #: Where this config was read from (not a key in the file).
     origin: str = Field("<defaults>", exclude=True)
 
@@ -234,23 +235,25 @@ def validate_config(raw: dict[str, Any], origin: str = "<dict>") -> Config:
                 f"{origin}: router.{key}: no source named {', '.join(map(repr, unknown))}; "
                 f"targets are 'parametric' or one of: {', '.join(config.sources) or 'none configured'}"
             )
-    for name, spec in config.adapters.items():
-        unknown = [t for t in spec.sources if t not in config.sources]
-        if unknown:
-            raise ConfigError(
-                f"{origin}: adapters.{name}.sources: no source named {', '.join(map(repr, unknown))}; "
-                f"configured: {', '.join(config.sources) or 'none'}"
-            )
-    if config.tune:
-        from agentkit.tune.settings import TuneSettings
-
-        config.tune = _validate_part(TuneSettings, config.tune, origin, "tune.").model_dump()
+    check_adapter_sources(config.adapters, config.sources, origin)
     if config.ingest.source and config.ingest.source not in config.sources:
         raise ConfigError(
             f"{origin}: ingest.source: no source named {config.ingest.source!r}; "
             f"configured: {', '.join(config.sources) or 'none'}"
         )
     return config
+
+
+def check_adapter_sources(adapters: dict[str, AdapterSpec], sources: Any, origin: str = "") -> None:
+    """ConfigError when an adapter is bound to a source that is not configured."""
+    for name, spec in adapters.items():
+        unknown = [t for t in spec.sources if t not in sources]
+        if unknown:
+            where = f"{origin}: " if origin else ""
+            raise ConfigError(
+                f"{where}adapters.{name}.sources: no source named {', '.join(map(repr, unknown))}; "
+                f"configured: {', '.join(sources) or 'none'}"
+            )
 
 
 def _validate_part(model: type[BaseModel], data: dict[str, Any], origin: str, prefix: str) -> BaseModel:

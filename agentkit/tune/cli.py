@@ -14,19 +14,6 @@ import click
 ROUTE_CHOICE = click.Choice(["parametric", "retrieve", "dictionary"])
 
 
-def _settings(cfg: Any, **overrides: Any) -> Any:
-    """The config's `tune:` section with the command line's non-None overrides applied."""
-    from agentkit.tune.settings import TuneSettings
-
-    data = TuneSettings.model_validate(cfg.tune or {}).model_dump()
-    for dotted, value in overrides.items():
-        if value is None:
-            continue
-        section, key = dotted.split("__")
-        data[section][key] = value
-    return TuneSettings.model_validate(data)
-
-
 def _base_model(cfg: Any, settings: Any, override: str | None) -> str | None:
     """What to adapt: --base, tune.base_model, llm.model_path (llama_cpp), else the bundled model."""
     if override:
@@ -134,7 +121,7 @@ def _build_data(obj: Any, settings: Any, out: Path, corpus: Path, labels: Path |
 @click.pass_obj
 def data_command(obj: Any, out: Path, progress: bool, **options: Any) -> None:
     """Build instruction data (instruction, input, output) from the knowledge base."""
-    report = _build_data(obj, _settings(obj.config), out, progress=progress, **options)
+    report = _build_data(obj, obj.config.tune, out, progress=progress, **options)
     click.echo(report.summary())
 
 
@@ -191,8 +178,16 @@ def _train_options(f: Any) -> Any:
 
 
 def _train_settings(cfg: Any, epochs: Any, learning_rate: Any, batch_size: Any, rank: Any, alpha: Any, device: Any) -> Any:
-    return _settings(cfg, train__epochs=epochs, train__learning_rate=learning_rate, train__batch_size=batch_size,
-                     lora__rank=rank, lora__alpha=alpha, train__device=device)
+    """The config's `tune:` section with the options given on the command line."""
+    def given(**values: Any) -> dict[str, Any]:
+        return {key: value for key, value in values.items() if value is not None}
+
+    tune = cfg.tune
+    return tune.model_validate({
+        **tune.model_dump(),
+        "train": {**tune.train.model_dump(), **given(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, device=device)},
+        "lora": {**tune.lora.model_dump(), **given(rank=rank, alpha=alpha)},
+    })
 
 
 @tune_group.command("train")
