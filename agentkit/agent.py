@@ -496,10 +496,14 @@ class Agent:
             adapters=answer.adapters or None,
         )
         pieces: list[str] = []
+        t0 = time.perf_counter()
         stream = self.llm.stream(messages, options)
         try:
             for delta in stream:
                 if delta.text:
+                    if "ttft_ms" not in answer.timings:
+                        # From the start of this generation: the prompt's evaluation is the wait.
+                        answer.timings["ttft_ms"] = _ms(t0)
                     pieces.append(delta.text)
                     yield TokenEvent(delta.text)
                 if delta.usage is not None:

@@ -74,6 +74,11 @@ class Citation:
     support: float | None = None
     #: Whether the check found the sentence backed by the passage; None = not checked.
     supported: bool | None = None
+    #: The exact text of the passage the citation rests on ("" = none located), and its
+    #: character offsets in `passage.text`: `passage.text[start:end] == quote`.
+    quote: str = ""
+    start: int | None = None
+    end: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +91,9 @@ class Citation:
             "inferred": self.inferred,
             "support": self.support,
             "supported": self.supported,
+            "quote": self.quote,
+            "start": self.start,
+            "end": self.end,
         }
 
 
@@ -167,6 +175,11 @@ class Answer:
     withheld: str = ""
     #: The LoRA adapters the route selected for this answer (name -> scale); empty = none bound.
     adapters: dict[str, float] = field(default_factory=dict)
+    #: How `text` was made: "model" (the model's words, checked against its quotes), "extractive"
+    #: (the model's answer did not hold up, so a source sentence is shown as a quote), "definition"
+    #: (dictionary senses quoted directly), "refusal" (nothing in the sources answers) or
+    #: "memory" (no source was consulted or found: the model's own knowledge).
+    kind: str = "model"
 
     @property
     def cited_ids(self) -> list[str]:
@@ -190,6 +203,7 @@ class Answer:
             "from_memory": self.from_memory,
             "withheld": self.withheld,
             "adapters": self.adapters,
+            "kind": self.kind,
         }
 
     def to_json(self, indent: int | None = 2) -> str:
