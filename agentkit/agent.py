@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
@@ -88,6 +89,8 @@ class Agent:
         #: The model as a knowledge tool: consulted for a draft when a route mixes it with sources.
         self.parametric = ParametricSource(llm)
         self._pool: ThreadPoolExecutor | None = None
+        #: Set when the backend refused a grammar: the quote reader then checks quotes as text.
+        self._no_grammar = False
         #: Tokens of each prompt template on its own (no question, history or evidence).
         self._static_tokens: dict[str, int] = {}
         #: Tools the model may call; with any, it gets at least one action, even on the parametric route.
@@ -193,12 +196,20 @@ class Agent:
             note = "no passage matched in " + ", ".join(decision.sources) + "; " + MEMORY_NOTE
             answer.warnings.append(note)
             yield WarningEvent(note)
+        t2 = time.perf_counter()
+        if self._reads_quotes(decision, results) and (yield from self._read(question, history, results, answer)):
+            # 5-6. The quote reader: focused sentences, a quote, a short answer checked against it.
+            timings["generate_ms"] = _ms(t2)
+            timings["total_ms"] = _ms(t0)
+            yield AnswerEvent(answer)
+            return
         messages, evidence = self._build_prompt(question, history, results, answer)
         answer.passages = evidence
         answer.from_memory = all(p.source == PARAMETRIC for p in evidence)
+        if answer.from_memory:
+            answer.kind = "memory"
 
         # 5. Generate, streaming tokens.
-        t2 = time.perf_counter()
         reply: list[str] = []
         yield from self._generate(messages, answer, reply)
         timings["generate_ms"] = _ms(t2)
@@ -222,9 +233,12 @@ class Agent:
             note = ("no cited source supports the model's answer, so it was withheld (see Answer.withheld)"
                     if answer.text.strip() else "the model gave no answer")
             answer.text = REFUSAL
+            answer.kind = "refusal"
             answer.citations = []
             answer.warnings.append(note)
             yield WarningEvent(note)
+        elif REFUSAL.lower().rstrip(".") in answer.text.lower():
+            answer.kind = "refusal"
         timings["total_ms"] = _ms(t0)
         yield AnswerEvent(answer)
 
@@ -440,9 +454,24 @@ class Agent:
         answer: Answer,
     ) -> tuple[list[Message], list[Passage]]:
         s = self.settings
+        template = load_template("answer" if any(results) else "parametric")
+        question, history, room = self._fit_fixed(template, question, history, answer)
+        evidence: list[Passage] = []
+        if any(results):
+            evidence = assemble(results, room, self.llm.count_tokens, s.min_score)
+            if not evidence:
+                template = load_template("parametric")
+                answer.warnings.append("no room was left in the context for evidence; " + MEMORY_NOTE)
+        return template.render(history, question=question, passages=evidence), evidence
+
+    def _fit_fixed(
+        self, template: Any, question: str, history: Sequence[Message], answer: Answer
+    ) -> tuple[str, list[Message], int]:
+        """(question, history, evidence room): the prompt without evidence made to fit the context,
+        and the tokens left for evidence (at most `agent.evidence_tokens`)."""
+        s = self.settings
         llm = self.llm
         room = llm.context_length - s.max_tokens - CONTEXT_MARGIN
-        template = load_template("answer" if any(results) else "parametric")
         history = list(history)
 
         # Fixed cost: template, history and question with no evidence. A cheap upper bound (the
@@ -461,15 +490,62 @@ class Agent:
             question, note = self._trim_question(question, template, room)
             answer.warnings.append(note)
             fixed = llm.count_message_tokens(template.render(history, question=question, passages=[]))
+        return question, history, max(0, min(s.evidence_tokens, room - fixed))
 
-        evidence: list[Passage] = []
-        if any(results):
-            budget = min(s.evidence_tokens, room - fixed)
-            evidence = assemble(results, budget, llm.count_tokens, s.min_score)
-            if not evidence:
-                template = load_template("parametric")
-                answer.warnings.append("no room was left in the context for evidence; " + MEMORY_NOTE)
-        return template.render(history, question=question, passages=evidence), evidence
+    # --- the quote reader -------------------------------------------------------------------------
+
+    def _reads_quotes(self, decision: RouteDecision, results: list[list[Passage]]) -> bool:
+        """Documents alone answer (no model draft to weigh), and the quote reader is on."""
+        return (self.settings.reader == "quote" and bool(decision.sources) and PARAMETRIC not in decision.targets
+                and any(p.source != PARAMETRIC for r in results for p in r))
+
+    def _read(
+        self, question: str, history: Sequence[Message], results: list[list[Passage]], answer: Answer
+    ) -> Generator[Event, None, bool]:
+        """Focus on the best sentences, refuse when the question's premises are not in them, else let
+        the model quote one and answer from it (reasoning/reader.py). False when no evidence fits
+        the context: the caller then answers as without sources."""
+        from agentkit.reasoning import reader
+        from agentkit.reasoning.definitions import definition_answer, is_definitional
+        from agentkit.reasoning.evidence import rank_evidence
+
+        s = self.settings
+        template = load_template("grounded")
+        question_fit, history, room = self._fit_fixed(template, question, history, answer)
+        ranked = [p for p in rank_evidence(results, room, self.llm.count_tokens, s.min_score) if p.source != PARAMETRIC]
+        if not ranked:
+            return False
+        definition = definition_answer(question, ranked) if is_definitional(question) else None
+        if definition is not None:
+            # A dictionary has the word: its senses, quoted and cited, are the answer.
+            answer.passages, answer.kind = ranked, "definition"
+            answer.text, answer.citations = definition
+            yield TokenEvent(answer.text)
+            return True
+        plan = reader.plan(question, ranked, top=s.focus_sentences)
+        answer.passages = plan.passages
+        gaps = plan.gaps if s.check_premises else []
+        if not plan.candidates or gaps:
+            reading = reader.Reading(REFUSAL, "refusal", [], gaps or ["no source sentence matches the question"])
+        else:
+            messages = template.render(history, question=question_fit, passages=plan.shown)
+            reply: list[str] = []
+            yield from self._generate(messages, answer, reply, grammar=plan.grammar())
+            support = None if s.verify == "off" else self._verifier().support
+            reading = reader.interpret(reply[0], plan, support, s.support_threshold)
+        answer.text, answer.kind, answer.citations, answer.withheld = (
+            reading.text, reading.kind, reading.citations, reading.withheld)
+        if reading.kind == "refusal":
+            answer.citations = []
+        for note in reading.warnings:
+            answer.warnings.append(note)
+            yield WarningEvent(note)
+        return True
+
+    def _verifier(self) -> Any:
+        from agentkit.reasoning.verify import LexicalVerifier
+
+        return LexicalVerifier()
 
     def _trim_question(self, question: str, template: Any, room: int) -> tuple[str, str]:
         llm = self.llm
@@ -488,18 +564,32 @@ class Agent:
 
     # --- generation, the citation check and re-retrieval ------------------------------------------
 
-    def _generate(self, messages: list[Message], answer: Answer, out: list[str]) -> Iterator[Event]:
-        """Stream one reply; its text is appended to `out`. Closing the stream stops the model."""
+    def _generate(
+        self, messages: list[Message], answer: Answer, out: list[str], grammar: str | None = None
+    ) -> Iterator[Event]:
+        """Stream one reply; its text is appended to `out`. Closing the stream stops the model.
+        A `grammar` the backend cannot honour is dropped (the reply is then checked as text)."""
         s = self.settings
+        if grammar is not None and self._no_grammar:
+            grammar = None
         options = GenerationOptions(
-            max_tokens=s.max_tokens, temperature=s.temperature, repeat_penalty=s.repeat_penalty,
-            adapters=answer.adapters or None,
+            max_tokens=s.max_tokens, temperature=0.0 if grammar else s.temperature,
+            repeat_penalty=1.0 if grammar else s.repeat_penalty, adapters=answer.adapters or None, grammar=grammar,
         )
         pieces: list[str] = []
         t0 = time.perf_counter()
         stream = self.llm.stream(messages, options)
         try:
-            for delta in stream:
+            try:
+                first = next(iter(stream), None)
+            except NotImplementedError:
+                if grammar is None:
+                    raise
+                self._no_grammar = True
+                options.grammar = None
+                stream = self.llm.stream(messages, options)
+                first = next(iter(stream), None)
+            for delta in itertools.chain([first] if first is not None else [], stream):
                 if delta.text:
                     if "ttft_ms" not in answer.timings:
                         # From the start of this generation: the prompt's evaluation is the wait.

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agentkit.errors import ConfigError
 from agentkit.tune.settings import TuneSettings
@@ -38,8 +38,10 @@ class AgentSettings(_Strict):
     repeat_penalty: float = Field(1.15, ge=1.0, le=2.0)
     min_score: float = Field(0.0, ge=0.0, description="Drop passages scoring at or below this.")
     source_timeout: float = Field(30.0, gt=0, description="Seconds before a source's search is abandoned.")
-    #: The citation check: `lexical` (the sentence's words and numbers are in the passage) or `off`.
-    verify: Literal["lexical", "off"] = "lexical"
+    #: The citation check: `lexical` (the sentence's words, numbers, names and negation match the
+    #: passage), `judge` (the model decides, under the lexical veto), `off`, or a verifier a plugin
+    #: registered (`register_verifiers`).
+    verify: str = "lexical"
     #: A citation scoring below this (0-1) is flagged unsupported.
     support_threshold: float = Field(0.5, ge=0.0, le=1.0)
     #: When sources were searched but no citation holds up, answer "I could not find this in the
@@ -47,6 +49,32 @@ class AgentSettings(_Strict):
     refuse_unsupported: bool = True
     #: When the check fails, reformulate the query once and search again (takes one of max_steps).
     reretrieve: bool = True
+    #: How answers are read from documents: `quote` (the model quotes one of the focused source
+    #: sentences, verbatim under a grammar with llama.cpp, then answers from it; see
+    #: agentkit/reasoning/reader.py) or `cot` (free chain-of-thought over whole passages).
+    reader: Literal["quote", "cot"] = "quote"
+    #: The quote reader shows the model this many best sentences, each with its neighbours.
+    focus_sentences: int = Field(3, ge=1, le=20)
+    #: Refuse without asking the model when the question's premises (a negation, a name or
+    #: figure, "most"/"least"/"first"...) are not in the best source sentence.
+    check_premises: bool = True
+
+    @field_validator("verify", mode="before")
+    @classmethod
+    def _off_is_false_in_yaml(cls, value: object) -> object:
+        return "off" if value is False else value  # YAML reads a bare `off` as false
+
+    @field_validator("verify")
+    @classmethod
+    def _known_verifier(cls, value: str) -> str:
+        if value in ("lexical", "judge", "off"):
+            return value  # built-ins: no need to load plugins
+        from agentkit.plugins import registry
+
+        known = registry().verifiers
+        if value not in known:
+            raise ValueError(f"unknown verifier {value!r}; one of: {', '.join(sorted({'off', *known}))}")
+        return value
 
 
 class RuleSet(_Strict):

@@ -37,7 +37,9 @@ def cite_first_evidence(messages: Sequence[Message], options: GenerationOptions)
         return "Reasoning: no sources were given.\nAnswer: I do not know."
     body = found.group(2).strip()
     # The passage's first sentence, never running on into the question that follows it.
-    first = re.split(r"(?<=[.!?])\s|\n\s*\n|\nQuestion:", body, maxsplit=1)[0].strip()
+    first = re.split(r"(?<=[.!?])\s|\n\s*\n|\n</sources>|\nQuestion:", body, maxsplit=1)[0].strip()
+    if "<sources>" in prompt:  # the quote reader's format (reasoning/prompts/grounded.yaml)
+        return f'Quote: [{found.group(1)}] "{first}"\nAnswer: {first}'
     return f"Reasoning: source [{found.group(1)}] answers this.\nAnswer: {first} [{found.group(1)}]"
 
 

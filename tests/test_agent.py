@@ -49,7 +49,7 @@ def test_prompt_contains_numbered_evidence_and_question() -> None:
     llm = FakeLLM()
     Agent(llm, [corpus()]).ask("How are configuration keys checked?")
     prompt = llm.last_prompt
-    assert prompt.startswith("Sources:\n[1] Configuration")
+    assert prompt.startswith("<sources>\n[1] Configuration")
     assert prompt.rstrip().endswith("Question: How are configuration keys checked?")
 
 
@@ -59,7 +59,10 @@ def test_events_come_in_order() -> None:
     assert kinds[0] is RouteEvent and kinds[1] is RetrievalEvent and kinds[-1] is AnswerEvent
     assert TokenEvent in kinds
     streamed = "".join(e.text for e in events if isinstance(e, TokenEvent))
-    assert "Answer:" in streamed and events[-1].answer.text in streamed
+    answer = events[-1].answer
+    # The reader's reply streams as it is written; the answer is its short answer, cited.
+    assert streamed.startswith('Quote: [1] "') and "\nAnswer: " in streamed
+    assert answer.kind == "model" and answer.text.removesuffix(" [1]") in streamed
 
 
 def test_parametric_route_uses_no_sources() -> None:
@@ -94,7 +97,7 @@ def test_only_source_failing_answers_from_memory() -> None:
 
 def test_citation_to_nothing_is_dropped_and_reported() -> None:
     llm = FakeLLM("Reasoning: r\nAnswer: pip install works [1]. See also [4].")
-    answer = Agent(llm, [corpus()]).ask("How do I install agentkit?")
+    answer = Agent(llm, [corpus()], settings=AgentSettings(reader="cot")).ask("How do I install agentkit?")
     assert answer.cited_ids == [answer.passages[0].id]
     assert "[4]" not in answer.text
     assert any("[4]" in w for w in answer.warnings)

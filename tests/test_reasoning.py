@@ -64,7 +64,8 @@ def test_unmarked_answer_is_attributed_by_overlap() -> None:
     ev = [P("tides", "Tides are caused by the gravitational pull of the Moon."), P("lava", "Lava is hot.")]
     r = parse_reply("Answer: The Moon's gravitational pull causes tides.", ev)
     assert [(c.passage.id, c.inferred) for c in r.citations] == [("tides", True)]
-    assert r.text.endswith("[1].")
+    # agentkit's attribution is never written into the text as if the model had cited.
+    assert r.text == "The Moon's gravitational pull causes tides."
 
 
 def test_refusal_gets_no_citation() -> None:

@@ -773,3 +773,29 @@ def _token_logprobs(llama: Llama, rec: _Recorder, text: str) -> list[TokenLogpro
         out.append(TokenLogprob(token=upto[len(done) :], logprob=rec.logprobs[i], top=top))
         done = upto
     return out
+
+
+_SELF_CHECK = """
+import llama_cpp
+from agentkit.llm.models import bundled_model_path
+llama = llama_cpp.Llama(str(bundled_model_path()), n_ctx=64, n_batch=32, n_threads=1, verbose=False)
+llama.eval(llama.tokenize(b"The quick brown fox jumps over the lazy dog"))
+"""
+
+
+def self_check() -> int:
+    """0 when llama.cpp evaluates a batch of tokens on this CPU, else the child's exit status.
+
+    A build for the machine's own CPU may use AMX tiles, which some VMs and sandboxes do not
+    enable: the first matrix product then dies with SIGSEGV, taking the process with it. The check
+    runs in a child process so that `make install` can rebuild without AMX instead of crashing.
+    """
+    import subprocess
+
+    return subprocess.run([sys.executable, "-c", _SELF_CHECK], capture_output=True).returncode
+
+
+if __name__ == "__main__":
+    status = self_check()
+    print("llama.cpp: runs on this CPU" if status == 0 else f"llama.cpp: crashed on this CPU (exit {status})")
+    raise SystemExit(0 if status == 0 else 1)

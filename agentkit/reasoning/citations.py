@@ -67,13 +67,16 @@ def parse_reply(reply: str, evidence: Sequence[Passage], infer: bool = True) -> 
             f"the answer cited {', '.join(f'[{n}]' for n in sorted(set(dropped)))} but only "
             f"{len(evidence)} source(s) were given; those citations were dropped"
         )
+    seen: set[tuple[int, str]] = set()
     for sentence in _SENTENCE.findall(parsed.text):
         for m in _MARK.finditer(sentence):
             plain = _MARK.sub("", sentence).strip()
             for n in re.findall(r"\d+", m.group(1)):
-                parsed.citations.append(Citation(int(n), evidence[int(n) - 1], plain))
+                if (int(n), plain) not in seen:  # "[1][1]" or "[1, 1]" is one citation
+                    seen.add((int(n), plain))
+                    parsed.citations.append(Citation(int(n), evidence[int(n) - 1], plain))
     if infer and not parsed.citations and evidence and REFUSAL.lower() not in parsed.text.lower():
-        parsed.text = _infer(parsed, evidence)
+        _infer(parsed, evidence)
     return parsed
 
 
@@ -84,9 +87,10 @@ def claims(sentence: str) -> list[str]:
     return [sentence, *clauses]
 
 
-def _infer(parsed: ParsedReply, evidence: Sequence[Passage]) -> str:
-    """Attribute unmarked sentences to the passage that covers most of their words."""
-    pieces = []
+def _infer(parsed: ParsedReply, evidence: Sequence[Passage]) -> None:
+    """Attribute unmarked sentences to the passage that covers most of their words. These
+    citations are agentkit's, not the model's: they are marked `inferred` and never written into
+    the answer's text as `[n]`, so a reader can tell them apart."""
     for sentence in _SENTENCE.findall(parsed.text):
         best, best_n = 0.0, 0
         for n, p in enumerate(evidence, 1):
@@ -95,8 +99,3 @@ def _infer(parsed: ParsedReply, evidence: Sequence[Passage]) -> str:
                 best, best_n = score, n
         if best >= INFER_THRESHOLD:
             parsed.citations.append(Citation(best_n, evidence[best_n - 1], sentence.strip(), inferred=True))
-            stripped = sentence.rstrip()
-            end = len(stripped.rstrip(".!?"))
-            sentence = f"{stripped[:end]} [{best_n}]{stripped[end:]}"
-        pieces.append(sentence.strip())
-    return " ".join(pieces) if pieces else parsed.text

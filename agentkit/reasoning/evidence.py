@@ -63,6 +63,18 @@ def edges_first(ranked: Sequence[Passage]) -> list[Passage]:
     return list(ranked[0::2]) + list(reversed(ranked[1::2]))
 
 
+def rank_evidence(
+    results: Sequence[Sequence[Passage]],
+    budget: int,
+    count_tokens: Callable[[str], int],
+    min_score: float = 0.0,
+) -> list[Passage]:
+    """Merged, deduplicated and budgeted, best first."""
+    if min_score > 0:
+        results = [[p for p in ranking if p.score > min_score] for ranking in results]
+    return fit_budget(deduplicate(merge_ranked(results)), budget, count_tokens)
+
+
 def assemble(
     results: Sequence[Sequence[Passage]],
     budget: int,
@@ -70,7 +82,4 @@ def assemble(
     min_score: float = 0.0,
 ) -> list[Passage]:
     """The evidence the model sees, in display order: merged, deduplicated, budgeted, reordered."""
-    if min_score > 0:
-        results = [[p for p in ranking if p.score > min_score] for ranking in results]
-    ranked = deduplicate(merge_ranked(results))
-    return edges_first(fit_budget(ranked, budget, count_tokens))
+    return edges_first(rank_evidence(results, budget, count_tokens, min_score))

@@ -1,0 +1,207 @@
+"""Evidence focus: the sentences of the retrieved passages most likely to answer, with neighbours.
+
+A small model reads five whole chunks poorly and slowly (the prompt's length is the wait for the
+first token); it reads six sentences well. Sentences are scored by IDF-weighted overlap with the
+question, the fit of the expected answer type ("when" wants a date, "how many" a number, "who" a
+name), the rank of their passage and, when an encoder is given, MiniLM similarity. Every sentence
+keeps its character offsets in its passage, so a quote can be traced to the exact span.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agentkit.text import STOPWORDS, stem, words
+from agentkit.types import Passage
+
+# A sentence ends at . ! ? (and closing quotes/brackets) followed by space and a capital, digit
+# or opening quote, or at a blank line. Abbreviations and initials ("St.", "e.g.", "J. S.") are
+# re-joined below.
+_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])|\n\s*\n")
+_ABBREV = re.compile(
+    r"(?:\b(?:[A-Z]|Mr|Mrs|Ms|Dr|Prof|St|Mt|Jr|Sr|Co|Corp|Inc|Ltd|vs|etc|e\.g|i\.e|cf|al|approx|No|Vol|Fig|ca|c)\.)$"
+)
+_NUMBER = re.compile(r"\b\d[\d,.]*\b|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|hundred|thousand|million|billion)\b", re.I)
+_YEAR = re.compile(r"\b(?:1[0-9]{3}|20[0-9]{2}|[0-9]{1,2}(?:st|nd|rd|th))\b|\b(?:century|centuries|BC|AD|January|February|March|April|May|June|July|August|September|October|November|December)\b")
+_NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+(?:\s+(?:of\s+|de\s+|von\s+)?[A-Z][a-z]+)*")
+#: Question words never count as content: they ask, they are not asked about.
+_ASKING = frozenset("what which who whom whose when where why how many much long often far old does did do is are was were".split())
+#: Words the question shares with every sentence of a topic add little; these add none.
+_WEAK = frozenset("also called known name named one two use used many much may might can could would".split())
+
+
+@dataclass
+class Sentence:
+    """A sentence of a passage: `passage.text[start:end] == text`."""
+
+    passage: int  # index into the evidence list
+    start: int
+    end: int
+    text: str
+    score: float = 0.0
+
+
+def split_sentences(text: str, max_chars: int = 400) -> list[tuple[int, int]]:
+    """(start, end) character spans of the sentences of `text`, whitespace trimmed."""
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    for m in _END.finditer(text):
+        if _ABBREV.search(text[pos : m.start()]) and "\n\n" not in m.group(0):
+            continue
+        spans.append((pos, m.start()))
+        pos = m.end()
+    spans.append((pos, len(text)))
+    out = []
+    for s, e in spans:
+        seg = text[s:e]
+        lead = len(seg) - len(seg.lstrip())
+        seg = seg.strip()
+        s += lead
+        # Text without full stops (tables, lists, code) would make one huge "sentence": cut at
+        # white space so a quote stays a readable size.
+        while len(seg) > max_chars:
+            cut = seg.rfind(" ", max_chars // 2, max_chars)
+            cut = cut if cut > 0 else max_chars
+            out.append((s, s + len(seg[:cut].rstrip())))
+            rest = seg[cut:]
+            s += cut + len(rest) - len(rest.lstrip())
+            seg = rest.strip()
+        if seg:
+            out.append((s, s + len(seg)))
+    return out
+
+
+def sentences(passages: Sequence[Passage]) -> list[Sentence]:
+    return [
+        Sentence(i, s, e, p.text[s:e])
+        for i, p in enumerate(passages)
+        for s, e in split_sentences(p.text)
+    ]
+
+
+def question_terms(question: str) -> list[str]:
+    return [stem(w) for w in words(question) if w not in STOPWORDS and w not in _ASKING]
+
+
+def answer_type(question: str) -> str:
+    """What kind of span the question asks for: date, number, name or other."""
+    q = question.lower()
+    if re.search(r"\bwhen\b|\bwhat (?:year|century|date|decade|period|time)\b|\bwhich (?:year|century|date)\b", q):
+        return "date"
+    if re.search(r"\bhow (?:many|much|long|old|far|large|big|often)\b|\bwhat (?:number|percentage|amount)\b", q):
+        return "number"
+    if re.search(r"^\W*(?:who|whom|whose)\b|\bwho\b", q) or re.search(r"\bwhat (?:is|was) the name\b", q):
+        return "name"
+    return "other"
+
+
+def _type_fit(kind: str, text: str, question: str) -> float:
+    """1 when the sentence holds a span of the wanted kind that the question does not already hold."""
+    if kind == "date":
+        found = set(_YEAR.findall(text)) - set(_YEAR.findall(question))
+    elif kind == "number":
+        found = set(m.lower() for m in _NUMBER.findall(text)) - set(m.lower() for m in _NUMBER.findall(question))
+    elif kind == "name":
+        asked = {w.lower() for w in words(question)}
+        found = {n for n in _NAME.findall(text) if n.split()[0].lower() not in asked}
+    else:
+        return 0.0
+    return 1.0 if found else 0.0
+
+
+def score_sentences(
+    question: str,
+    sents: list[Sentence],
+    passages: Sequence[Passage],
+    embedder: Any | None = None,
+) -> list[Sentence]:
+    """Score in place and return the sentences best first."""
+    if not sents:
+        return []
+    q_terms = [t for t in dict.fromkeys(question_terms(question)) if t not in _WEAK] or question_terms(question)
+    sent_terms = [set(stem(w) for w in words(s.text) if w not in STOPWORDS) for s in sents]
+    # Passage terms as well: a sentence's pronoun may lean on its passage's title or neighbours.
+    passage_terms = [set(stem(w) for w in words(f"{p.title} {p.text}")) for p in passages]
+    n = len(sents)
+    df = Counter(t for ts in sent_terms for t in ts)
+    idf = {t: math.log(1 + (n - df.get(t, 0) + 0.5) / (df.get(t, 0) + 0.5)) for t in q_terms}
+    total = sum(idf.values()) or 1.0
+    kind = answer_type(question)
+    sims = None
+    if embedder is not None:
+        import numpy as np
+
+        q = np.asarray(embedder.embed_query(question), dtype=np.float32)
+        m = np.asarray(embedder.embed_documents([s.text for s in sents]), dtype=np.float32)
+        sims = m @ q
+    for i, s in enumerate(sents):
+        local = sum(idf[t] for t in q_terms if t in sent_terms[i]) / total
+        context = sum(idf[t] for t in q_terms if t in passage_terms[s.passage]) / total
+        # A sentence that only repeats the question has no room for the answer.
+        new = len(sent_terms[i] - set(q_terms))
+        novelty = min(1.0, new / 4)
+        score = 0.6 * local + 0.15 * context + 0.15 * _type_fit(kind, s.text, question) + 0.05 * novelty
+        score += 0.05 / (1 + s.passage)  # the retriever's order as a tie-breaker
+        if sims is not None:
+            score = 0.6 * score + 0.4 * float(sims[i])
+        s.score = round(score, 6)
+    return sorted(sents, key=lambda s: -s.score)
+
+
+@dataclass
+class Focus:
+    """What the model is shown: per passage, the windows of sentences around the best ones."""
+
+    ranked: list[Sentence]
+    #: passage index -> sorted (start, end) windows of that passage's text.
+    windows: dict[int, list[tuple[int, int]]]
+    #: The candidate sentences the model may quote, best first.
+    candidates: list[Sentence]
+
+    def excerpt(self, passages: Sequence[Passage], index: int) -> str:
+        """The text shown for passage `index`: its windows joined by " … "."""
+        text = passages[index].text
+        return " … ".join(text[s:e] for s, e in self.windows.get(index, []))
+
+
+def focus(
+    question: str,
+    passages: Sequence[Passage],
+    *,
+    top: int = 3,
+    neighbours: int = 1,
+    embedder: Any | None = None,
+    max_candidates: int = 6,
+) -> Focus:
+    """The `top` best sentences with `neighbours` either side, merged into windows per passage."""
+    sents = sentences(passages)
+    ranked = score_sentences(question, sents, passages, embedder)
+    by_passage: dict[int, list[Sentence]] = {}
+    for s in sents:
+        by_passage.setdefault(s.passage, []).append(s)
+    chosen: dict[int, set[int]] = {}
+    for s in ranked[:top]:
+        siblings = by_passage[s.passage]
+        j = next(k for k, x in enumerate(siblings) if x.start == s.start)
+        for k in range(max(0, j - neighbours), min(len(siblings), j + neighbours + 1)):
+            chosen.setdefault(s.passage, set()).add(k)
+    windows: dict[int, list[tuple[int, int]]] = {}
+    for i, ks in chosen.items():
+        siblings = by_passage[i]
+        spans: list[tuple[int, int]] = []
+        for k in sorted(ks):
+            start, end = siblings[k].start, siblings[k].end
+            if spans and k - 1 in ks:
+                spans[-1] = (spans[-1][0], end)
+            else:
+                spans.append((start, end))
+        windows[i] = spans
+    # A question in a passage ("Question: …?") answers nothing: it is context, never a quote.
+    shown = [s for s in ranked if any(a <= s.start and s.end <= b for a, b in windows.get(s.passage, []))
+             and not s.text.rstrip("\"'”’) ").endswith("?")]
+    return Focus(ranked, windows, shown[:max_candidates])

@@ -1,0 +1,286 @@
+"""The grounded reader: quote a source sentence, answer from the quote, or say the sources do not answer.
+
+The model is shown the focused sentences (reasoning/focus.py) fenced as data. With a backend that
+takes grammars (llama.cpp) the reply is forced into `Quote: [n] "<a shown sentence, verbatim>"`
+then `Answer: <short text>`, so every quote is real by construction; other backends are asked for
+the same format and their quotes are located in the passages (a quote not found is dropped). The
+agent then checks the short answer against its quote and falls back to showing the quote itself.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from agentkit.reasoning.focus import Sentence
+from agentkit.text import STOPWORDS, stem, words
+from agentkit.types import Citation, Passage
+
+# --- the fence: what the model sees of a passage ------------------------------------------------
+
+_TAG = re.compile(r"</?\s*sources?\s*>", re.I)
+_LABEL = re.compile(r"\b(question|answer|quote|reasoning|sources?|system|user|assistant)\s*:", re.I)
+_MARK = re.compile(r"\[(\d+)\]")
+
+
+def fence(text: str) -> str:
+    """Passage text as inert data: one line (no line of it can start like a prompt line), no
+    `<sources>` tags to close the fence early, no `[n]` marks, no `Answer:`-style labels."""
+    text = _TAG.sub(" ", text)
+    text = _MARK.sub(r"(\1)", text)
+    text = _LABEL.sub(lambda m: f"{m.group(1)} -", text)
+    return " ".join(text.split())
+
+
+# --- the question's premises --------------------------------------------------------------------
+
+_NEGATION = re.compile(r"\b(?:not|no|never|cannot|none|nobody|nothing|neither|nor|without)\b|n't\b", re.I)
+#: Words that set degree, order or scope: a question that turns "most" into "least", "first" into
+#: "last" or adds "only" asks about something the sentence does not state.
+_QUALIFIER = re.compile(
+    r"\b(least|most|fewest|largest|smallest|highest|lowest|first|last|earliest|latest|only|every|always|"
+    r"before|after|best|worst|biggest|greatest|longest|shortest|oldest|newest|youngest|more|less|fewer)\b",
+    re.I,
+)
+_FIXED = re.compile(r"\bhow (?:many|much|long|old|far)\b|\bat (?:least|most)\b|\bmore or less\b", re.I)
+#: Names and figures: a capitalised word after the first, or a token with a digit.
+_PROPER = re.compile(r"(?<!^)(?<![.!?]\s)\b[A-Z][\w-]*|\b\w*\d\w*\b")
+
+
+def unmet_premises(question: str, sentence: str, context: str) -> list[str]:
+    """What the question takes for granted that the evidence does not state, as readable reasons.
+
+    A question can share almost every word with a sentence and still not be answered by it: it
+    negates what the sentence affirms, names a person, place or figure the sources never mention,
+    or asks for the least where the sentence gives the most. `sentence` is the best candidate
+    answer, `context` the text around it (its passage) for names.
+    """
+    reasons = []
+    q = question.strip()
+    if _NEGATION.search(q) and not _NEGATION.search(sentence):
+        reasons.append("the question is negated and the best-matching source sentence is not")
+    lowered = context.lower()
+    missing = [t for t in _PROPER.findall(q) if t.lower() not in lowered and t.lower() not in STOPWORDS]
+    if missing:
+        reasons.append("the sources do not mention " + ", ".join(repr(t) for t in dict.fromkeys(missing)))
+    for word in _QUALIFIER.findall(_FIXED.sub(" ", q.lower())):
+        if not re.search(rf"\b{word}\b", sentence.lower()):
+            reasons.append(f"the question asks about {word!r}, which the best-matching source sentence does not say")
+            break
+    return reasons
+
+
+def restates(answer: str, question: str) -> bool:
+    """True when the answer adds no content word to the question (it answers nothing)."""
+    asked = {stem(w) for w in words(question)}
+    own = [stem(w) for w in words(answer) if w not in STOPWORDS]
+    return not any(t not in asked for t in own)
+
+
+# --- the grammar and the reply ------------------------------------------------------------------
+
+
+def _literal(text: str) -> str:
+    """A GBNF string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def quote_grammar(shown: Sequence[tuple[int, str]], answer_chars: int = 160) -> str:
+    """GBNF: `Quote: [n] "<one of the shown sentences>"` then `Answer: …`, or `Quote: none`.
+    `shown` holds (marker, sentence as displayed)."""
+    alternatives = " | ".join(_literal(f'[{n}] "{text}"') for n, text in shown)
+    rules = [
+        'root ::= "Quote: " (quoted "\\nAnswer: " answer | "none")',
+        f"quoted ::= {alternatives}" if shown else 'quoted ::= "none"',
+        f"answer ::= [^\\n\\[\\]] [^\\n\\[\\]]{{0,{answer_chars - 1}}}",
+    ]
+    return "\n".join(rules) + "\n"
+
+
+@dataclass
+class QuotedReply:
+    #: The candidate the quote matched (None: "none", or a quote that is in no passage).
+    candidate: Sentence | None
+    marker: int | None
+    answer: str
+    #: The model wrote "Quote: none": nothing in the sources answers.
+    abstained: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+_QUOTE = re.compile(r"^\s*\**quote\**\s*:\s*(?P<body>.*?)\s*$", re.I | re.M)
+_ANSWER = re.compile(r"^\s*\**answer\**\s*:\s*(?P<body>.*?)\s*$", re.I | re.M | re.S)
+_QUOTED = re.compile(r"^\[(?P<n>\d+)\]\s*[\"“']?(?P<text>.*?)[\"”']?$", re.S)
+
+
+def parse_quoted(
+    reply: str, candidates: Sequence[Sentence], markers: dict[int, int], passages_text: Sequence[str],
+) -> QuotedReply:
+    """Read `Quote: [n] "…"` / `Answer: …`. `markers` maps passage index -> [n] as shown;
+    `passages_text` are the passages' full texts, where a quote not among the candidates is
+    looked for (word for word, whitespace aside) before it is dropped."""
+    q = _QUOTE.search(reply)
+    a = _ANSWER.search(reply)
+    answer = a.group("body").strip() if a else ""
+    answer = _MARK.sub("", answer).strip()
+    if q is None:
+        return QuotedReply(None, None, answer, warnings=["the model wrote no quote"])
+    body = q.group("body").strip()
+    if body.lower().strip(" .\"'") in {"none", "no quote", ""}:
+        return QuotedReply(None, None, answer, abstained=True)
+    m = _QUOTED.match(body)
+    text = (m.group("text") if m else body).strip()
+    marker = int(m.group("n")) if m else None
+    norm = _squash(text)
+    for c in candidates:
+        if _squash(c.text) == norm and (marker is None or markers.get(c.passage) == marker):
+            return QuotedReply(c, markers.get(c.passage), answer)
+    # Not one of the shown sentences: accept a verbatim piece of a shown passage.
+    for index, n in markers.items():
+        if marker is not None and n != marker:
+            continue
+        span = locate(text, passages_text[index])
+        if span is not None and len(norm) >= 12:
+            start, end = span
+            return QuotedReply(Sentence(index, start, end, passages_text[index][start:end]), n, answer)
+    return QuotedReply(None, marker, answer, warnings=[
+        f"the model's quote {_short(text)!r} is not in source {f'[{marker}]' if marker else 'any source'}; it was dropped"
+    ])
+
+
+def locate(quote: str, text: str) -> tuple[int, int] | None:
+    """(start, end) of `quote` in `text`, ignoring differences in whitespace and quote marks."""
+    quote = quote.strip()
+    if not quote:
+        return None
+    i = text.find(quote)
+    if i >= 0:
+        return i, i + len(quote)
+    tokens = [re.escape(t).replace('"', '["“”]').replace("'", "['‘’]") for t in quote.split()]
+    pattern = r"\s+".join(tokens)
+    m = re.search(pattern, text)
+    return (m.start(), m.end()) if m else None
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.replace("“", '"').replace("”", '"').split()).strip(" \"'").lower()
+
+
+def _short(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+# --- one reading: what the model is shown, and what its reply becomes ----------------------------
+
+
+@dataclass
+class ReadingPlan:
+    """The focused evidence for one question. `ranked` are the retrieved passages best first;
+    `markers` maps an index of `ranked` to the [n] it is shown under; `passages` are the shown
+    passages in [n] order (what `Answer.passages` holds) and `shown` their fenced excerpts."""
+
+    question: str
+    ranked: list[Passage]
+    markers: dict[int, int]
+    passages: list[Passage]
+    shown: list[Passage]
+    candidates: list[Sentence]
+    #: Why the best sentence does not answer the question (empty = it may).
+    gaps: list[str]
+
+    def grammar(self) -> str:
+        return quote_grammar([(self.markers[c.passage], fence(c.text)) for c in self.candidates])
+
+    def citation(self, sentence: Sentence, claim: str, support: float) -> Citation:
+        passage = self.ranked[sentence.passage]
+        return Citation(
+            self.markers[sentence.passage], passage, claim, inferred=False, support=round(support, 4),
+            supported=True, quote=passage.text[sentence.start : sentence.end], start=sentence.start, end=sentence.end,
+        )
+
+
+def plan(question: str, ranked: Sequence[Passage], *, top: int = 3, embedder: Any | None = None) -> ReadingPlan:
+    from agentkit.reasoning.focus import focus
+
+    ranked = list(ranked)
+    f = focus(question, ranked, top=top, embedder=embedder)
+    order: list[int] = []
+    for s in f.ranked:
+        if s.passage in f.windows and s.passage not in order:
+            order.append(s.passage)
+    markers = {i: n for n, i in enumerate(order, 1)}
+    passages = [ranked[i] for i in order]
+    shown = [replace(ranked[i], text=fence(f.excerpt(ranked, i))) for i in order]
+    gaps: list[str] = []
+    if f.candidates:
+        best = f.candidates[0]
+        gaps = unmet_premises(question, best.text, ranked[best.passage].title + " " + ranked[best.passage].text)
+    return ReadingPlan(question, ranked, markers, passages, shown, f.candidates, gaps)
+
+
+@dataclass
+class Reading:
+    text: str
+    kind: str
+    citations: list[Citation]
+    warnings: list[str]
+    #: The model's own answer when it did not hold up (the quote is shown instead).
+    withheld: str = ""
+
+
+def interpret(reply: str, plan: ReadingPlan, support: Callable[[str, str], float] | None, threshold: float) -> Reading:
+    """Turn the model's `Quote:`/`Answer:` reply into the answer: the model's short answer when its
+    quote supports it, else the quote itself ("The sources say: …"), else a refusal."""
+    from agentkit.reasoning.citations import REFUSAL
+    from agentkit.reasoning.focus import _type_fit, answer_type
+
+    parsed = parse_quoted(reply, plan.candidates, plan.markers, [p.text for p in plan.ranked])
+    notes = list(parsed.warnings)
+    if parsed.abstained:
+        return Reading(REFUSAL, "refusal", [], notes + ["the model found no source sentence that answers the question"],
+                       withheld=parsed.answer)
+    if not plan.candidates:
+        return Reading(REFUSAL, "refusal", [], notes + ["no source sentence matches the question"], withheld=parsed.answer)
+    best = plan.candidates[0]
+    chosen = parsed.candidate or best
+    if chosen is not best and unmet_premises(plan.question, chosen.text, plan.ranked[chosen.passage].text):
+        notes.append("the model quoted a sentence that does not meet the question's premises; the best-matching one is used")
+        chosen = best
+    quote = plan.ranked[chosen.passage].text[chosen.start : chosen.end]
+    claim = parsed.answer
+    problem = ""
+    if not claim:
+        problem = "the model gave no short answer"
+    elif is_refusal_like(claim):
+        problem = f"the model's answer {_short(claim)!r} says it does not know although it quoted a source"
+    elif restates(claim, plan.question):
+        problem = f"the model's answer {_short(claim)!r} only restates the question"
+    else:
+        kind = answer_type(plan.question)
+        if kind != "other" and _type_fit(kind, quote, plan.question) and not _type_fit(kind, claim, plan.question):
+            problem = f"the question asks for a {kind} and the model's answer {_short(claim)!r} gives none"
+    score = 1.0
+    if not problem and support is not None:
+        score = support(claim, quote)
+        if score < threshold:
+            problem = f"the model's answer {_short(claim)!r} is not supported by its quote (support {score:.2f})"
+    if problem:
+        notes.append(problem + "; the quoted source sentence is shown instead")
+        citation = plan.citation(chosen, quote, 1.0)
+        return Reading(f"The sources say: “{quote}” [{citation.marker}]", "extractive", [citation], notes, withheld=claim)
+    citation = plan.citation(chosen, claim, score)
+    return Reading(f"{claim} [{citation.marker}]", "model", [citation], notes)
+
+
+_REFUSAL_LIKE = re.compile(
+    r"\b(?:no information|not (?:mentioned|provided|stated|given|specified|known)|could not find|cannot (?:be )?"
+    r"(?:determined|found|answer)|do(?:es)? not (?:say|know|mention|contain|state)|don't know|unknown|no answer)\b",
+    re.I,
+)
+
+
+def is_refusal_like(text: str) -> bool:
+    """A reply that says the answer is missing: never an answer, never support."""
+    return bool(_REFUSAL_LIKE.search(text))
