@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from dictd_server import DICT_DIR, DictdServer, FakeDictServer, free_port, greet, missing_reason, read_command
+from test_definitions import PHRASINGS, WHAT_IS_PHRASINGS
 
 from agentkit.contracts import KnowledgeSourceContract
 from agentkit.errors import ConfigError, SourceUnavailable
@@ -30,6 +31,7 @@ from agentkit.knowledge.dictionary import (
     split_senses,
 )
 from agentkit.knowledge.glossary import Glossary, within_one_edit
+from agentkit.reasoning.definitions import definition_answer
 from agentkit.routing.simple import SimpleRouter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -421,6 +423,18 @@ def test_headword_extraction(question: str, headword: str) -> None:
     assert extract_headword(question) == headword
 
 
+@pytest.mark.parametrize("template", PHRASINGS + WHAT_IS_PHRASINGS)
+def test_headword_extraction_in_any_phrasing(template: str) -> None:
+    assert extract_headword(template.format(w="crepuscule")) == "crepuscule"
+    assert extract_headword(template.format(w="ice cream")) == "ice cream"
+
+
+@pytest.mark.parametrize("question", ["what does the report say about sales?", "explain how tides work",
+                                      "Life has no meaning.", "What does this error mean?", "what does it mean?"])
+def test_headword_extraction_declines_other_questions(question: str) -> None:
+    assert extract_headwords(question) == []
+
+
 def test_headword_extraction_declines_long_questions() -> None:
     assert extract_headwords("How do I re-ingest a changed file into the store?") == []
     assert extract_headwords("") == [] and extract_headwords("  ?! ") == []
@@ -486,6 +500,23 @@ def test_source_over_a_server(dictd: DictdServer) -> None:
         assert [p.id for p in fixed] == ["wn:serendipity:1"] and fixed[0].metadata["corrected_from"] == "serendipty"
     finally:
         src.close()
+
+
+@needs_dictd
+def test_a_phrased_question_is_answered_from_wordnet_over_a_server(dictd: DictdServer) -> None:
+    question = "what does crepuscule mean in everyday language?"
+    with DictionarySource("dict", server=dictd.url, databases=["gcide", "wn"]) as src:
+        evidence = src.search(question, k=8)
+    wn = [p for p in evidence if p.metadata["db"] == "wn"]
+    assert wn and wn[0].id == "wn:crepuscule:1" and wn[0].metadata["headword"] == "crepuscule"
+    assert wn[0].text.startswith("the time of day immediately following sunset;")
+    answer = definition_answer(question, evidence)
+    assert answer is not None
+    (cited,) = answer.citations  # WordNet has one sense; GCIDE's comes first but WordNet is preferred
+    assert cited.passage.id == "wn:crepuscule:1" and evidence[cited.marker - 1] is cited.passage
+    assert cited.quote == "the time of day immediately following sunset"
+    assert cited.passage.text[cited.start : cited.end] == cited.quote
+    assert f"“{cited.quote}” [{cited.marker}]" in answer.text
 
 
 @needs_dictd

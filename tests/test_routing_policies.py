@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from test_definitions import NOT_DEFINITIONAL, PHRASINGS, WHAT_IS_PHRASINGS
 
 from agentkit.cli import cli
 from agentkit.errors import ConfigError
@@ -117,6 +118,30 @@ def test_what_is_a_word_goes_to_the_dictionary_only_when_it_has_the_word(glossar
     # A respelling ("lambast" -> "lambaste") is not the word the user asked about.
     assert policy.assess(q("What is a lambast?", papers(), glossary)).targets == []
     assert policy.assess(q("What is the capital of Italy?", papers(), glossary)).targets == []
+
+
+@pytest.mark.parametrize("template", PHRASINGS)
+def test_dictionary_policy_in_any_phrasing(template: str, glossary: DictionarySource) -> None:
+    question = template.format(w="lambaste")
+    vote = DictionaryPolicy().assess(q(question, papers(), glossary))
+    assert vote.targets == ["glossary"] and vote.decisive, question
+    assert vote.signals["dictionary:shape"] == 1.0 and vote.signals["dictionary:hit"] == 1.0
+
+
+@pytest.mark.parametrize("template", WHAT_IS_PHRASINGS)
+def test_what_is_phrasings_need_the_word_in_the_dictionary(template: str, glossary: DictionarySource) -> None:
+    assert DictionaryPolicy().assess(q(template.format(w="lambaste"), papers(), glossary)).targets == ["glossary"]
+    assert DictionaryPolicy().assess(q(template.format(w="zeppelin"), papers(), glossary)).targets == []
+
+
+@pytest.mark.parametrize("question", NOT_DEFINITIONAL)
+def test_dictionary_policy_ignores_other_questions_even_about_words_it_has(question: str, tmp_path: Path) -> None:
+    path = tmp_path / "words.csv"
+    words = "report sales capital italy tides noun up answer python error life meaning french cat happy router"
+    path.write_text("term,definition\n" + "".join(f"{w},a definition of {w}\n" for w in words.split()))
+    every_word = DictionarySource("words", "English words and their meanings", glossaries=[path])
+    vote = DictionaryPolicy().assess(q(question, papers(), every_word))
+    assert vote.targets == [] and vote.signals["dictionary:shape"] == 0.0
 
 
 def test_dictionary_policy_without_dictionaries_abstains() -> None:

@@ -2,7 +2,8 @@
 answering definitional questions with one passage per sense.
 
 The protocol client is in `dict_protocol.py`, the dictd file reader in `dictd_files.py`, the
-glossary reader in `glossary.py`; this module extracts the headword from a question, looks it up
+glossary reader in `glossary.py`, the reading of definitional questions in
+`agentkit/reasoning/definitions.py`; this module takes the headword from a question, looks it up
 (with a fuzzy fallback for misspellings) and splits each definition into senses.
 
 Sense rules, per entry:
@@ -36,68 +37,23 @@ from agentkit.knowledge.base import Filters, matches
 from agentkit.knowledge.dict_protocol import DEFAULT_PORT, Definition, DictClient, DictProtocolError, parse_server
 from agentkit.knowledge.dictd_files import DictdFiles
 from agentkit.knowledge.glossary import Glossary
+from agentkit.reasoning.definitions import asked_words
 from agentkit.types import Passage
 
 log = logging.getLogger(__name__)
 
 # --- headword extraction ---------------------------------------------------------------------
 
-_QUOTES = "\"'“”‘’`«»"
-_TERM = r"(?P<w>[^?!]{1,100}?)"
-_WORD_OF = r"(?:the\s+)?(?:(?:english\s+)?(?:word|term|phrase|expression|abbreviation|acronym)\s+)?"
-_HEADWORD_PATTERNS = [
-    re.compile(p, re.IGNORECASE)
-    for p in (
-        (
-            rf"^(?:please\s+)?(?:can\s+you\s+|could\s+you\s+)?(?:define|look\s+up)\s*:?\s+{_WORD_OF}{_TERM}"
-            r"(?:\s+for\s+me)?(?:\s+please)?$"
-        ),
-        rf"^what\s+(?:does|do|did)\s+{_WORD_OF}{_TERM}\s+(?:mean|stand\s+for|signify)$",
-        (
-            r"^(?:what\s+is\s+|what's\s+|whats\s+|give\s+me\s+|tell\s+me\s+)?(?:the\s+|a\s+)?"
-            rf"(?:meaning|definition|sense|defn)s?\s+of\s+{_WORD_OF}{_TERM}$"
-        ),
-        rf"^what\s+is\s+meant\s+by\s+{_WORD_OF}{_TERM}$",
-        rf"^how\s+(?:do|would)\s+you\s+define\s+{_WORD_OF}{_TERM}$",
-        rf"^(?:what|who)\s+(?:is|are|was|were)\s+{_WORD_OF}{_TERM}$",
-        rf"^(?:what's|whats|what're)\s+{_WORD_OF}{_TERM}$",
-        rf"^{_WORD_OF}{_TERM}\s*(?:-|:)?\s*(?:meaning|definition|means|defined)$",
-    )
-]
-_ARTICLE = re.compile(r"^(?:a|an|the)\s+", re.IGNORECASE)
-#: A question that matches no pattern is taken as a bare term when it is this short.
-BARE_TERM_WORDS = 4
-
-
 def extract_headwords(question: str) -> list[str]:
     """Candidate headwords for a definitional question, most likely first.
 
-    "What does 'serendipity' mean?" gives ["serendipity"]; "What is a lambaste?" gives
-    ["lambaste", "a lambaste"] (the article is tried last); a long question that matches no
-    pattern gives [].
+    The question is read by `agentkit.reasoning.definitions` (the one reader of definitional
+    phrasings, which the routing policy uses too): "What does 'serendipity' mean?" and "hi, could
+    you tell me what serendipity means in plain English?" give ["serendipity"]; "What is a
+    lambaste?" gives ["lambaste", "a lambaste"] (the article is tried last); a bare short term
+    gives itself; a long question of another shape gives [].
     """
-    q = " ".join(question.split())
-    if not q or len(q) > 300:
-        return []
-    q = q.strip(" ?!.,;:")
-    term = matched = None
-    for pattern in _HEADWORD_PATTERNS:
-        matched = pattern.match(q)
-        if matched:
-            term = matched.group("w")
-            break
-    if term is None:
-        if len(q.split()) > BARE_TERM_WORDS:
-            return []
-        term = q
-    term = term.strip().strip(_QUOTES + " ,;:.!?").strip()
-    term = " ".join(term.split())
-    if not term:
-        return []
-    # "What is a lambaste?" means "lambaste"; a bare "a cappella" most likely means itself.
-    bare = _ARTICLE.sub("", term).strip(_QUOTES + " ")
-    candidates = [term, bare] if matched is None else [bare, term]
-    return [c for c in dict.fromkeys(candidates) if c]
+    return asked_words(question)
 
 
 def extract_headword(question: str) -> str | None:
