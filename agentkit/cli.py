@@ -5,6 +5,7 @@ Each command imports what it needs when it runs, so `agentkit --help` stays fast
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,6 +135,8 @@ class _Group(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, model: str | None, data_dir: str | None) -> None:
     """agentkit: a local model for language, your sources for facts, answers with citations."""
+    if os.environ.get("NO_COLOR"):
+        ctx.color = False  # https://no-color.org: any non-empty value turns styling off
     ctx.obj = Context(config_path, model, data_dir)
 
 
@@ -142,52 +145,81 @@ def cli(ctx: click.Context, config_path: str | None, model: str | None, data_dir
 @click.option("--json", "as_json", is_flag=True, help="Print the whole Answer as JSON.")
 @click.option("--route", "routes", multiple=True, metavar="NAME", help="Force the route: a source name or 'parametric' (repeatable).")
 @click.option("--stream/--no-stream", default=None, help="Print tokens as they come (default: when stdout is a terminal).")
+@click.option("-v", "--verbose", is_flag=True, help="Also print the model's own answer when agentkit showed a source sentence or a refusal instead.")
 @click.pass_obj
-def ask(obj: Context, question: tuple[str, ...], as_json: bool, routes: tuple[str, ...], stream: bool | None) -> None:
+def ask(obj: Context, question: tuple[str, ...], as_json: bool, routes: tuple[str, ...], stream: bool | None, verbose: bool) -> None:
     """Answer one QUESTION and exit."""
-    from agentkit.types import AnswerEvent, TokenEvent
+    from agentkit.types import AnswerEvent, StepEvent, TokenEvent
 
     text = " ".join(question)
     agent = obj.agent()
     live = (sys.stdout.isatty() if stream is None else stream) and not as_json
     answer = None
+    streamed: list[str] = []
     with agent:
         for event in agent.stream(text, route=list(routes) or None):
             if isinstance(event, TokenEvent) and live:
                 click.echo(event.text, nl=False)
+                streamed.append(event.text)
+            elif isinstance(event, StepEvent) and streamed:
+                click.echo()  # a search or another try follows: what streamed so far is not the answer
+                streamed.clear()
             elif isinstance(event, AnswerEvent):
                 answer = event.answer
     assert answer is not None
     if as_json:
         click.echo(answer.to_json())
         return
-    if live:
-        click.echo()
+    show_answer(answer, "".join(streamed), hint="--verbose shows it", verbose=verbose)
+
+
+def show_answer(answer: Answer, streamed: str = "", *, hint: str = "", verbose: bool = False) -> None:
+    """The answer under what streamed, then its sources. `streamed` is the model's raw reply as it
+    was printed (the quote reader's `Quote: …` / `Answer: …`); the final text is printed again only
+    when agentkit changed it, so an answer that streamed as it stands is not shown twice."""
+    from agentkit.display import kind_note, same_answer
+
+    note = kind_note(answer)
+    if note and answer.withheld and hint:
+        note += f" ({hint})"
+    if streamed:
+        if not streamed.endswith("\n"):
+            click.echo()
+        if answer.kind not in ("model", "memory") or not same_answer(streamed, answer.text):
+            if note:
+                click.secho(f"[{note}]", dim=True)
+            click.secho(f"Answer: {answer.text}", bold=True)
+        elif note:
+            click.secho(f"[{note}]", dim=True)
     else:
         click.echo(answer.text)
+        if note:
+            click.secho(f"[{note}]", dim=True)
+    if verbose and answer.withheld:
+        click.secho(f"the model's own answer, not shown: {answer.withheld}", dim=True)
     show_footer(answer)
 
 
 def show_footer(answer: Answer, *, err: bool = False) -> None:
-    """The numbered sources under an answer, the route, and any warnings."""
-    if answer.citations:
+    """The sources under an answer (each `[n]` once, with its quotes), the route, and any warnings."""
+    from agentkit.display import MEMORY_NOTE, cited_sources, source_head, source_lines
+
+    sources = cited_sources(answer)
+    if sources:
         click.secho("Sources:", bold=True, err=err)
-        shown: set[int] = set()
-        for c in answer.citations:
-            if c.marker in shown:
-                continue
-            shown.add(c.marker)
-            p = c.passage
-            label = p.title or p.id
-            extra = " (attributed by word overlap)" if c.inferred else ""
-            click.echo(f"  [{c.marker}] {label} — {p.uri or p.id} ({p.source}){extra}", err=err)
+        for s in sources:
+            click.echo(f"  {source_head(s)}", err=err)
+            for line in source_lines(s):
+                click.echo(f"      {line}", err=err)
     elif answer.from_memory:
-        click.secho("(from the model's own memory; no source was cited)", dim=True, err=err)
+        click.secho(MEMORY_NOTE, dim=True, err=err)
     if answer.route:
         r = answer.route
         click.secho(f"route: {', '.join(r.targets)} (confidence {r.confidence:.2f}) — {r.reason}", dim=True, err=err)
+    # A refusal's warnings are its reasons: label them so.
+    label = "why" if answer.kind == "refusal" else "warning"
     for w in answer.warnings:
-        click.secho(f"warning: {w}", fg="yellow", err=err)
+        click.secho(f"{label}: {w}", fg="yellow", err=err)
 
 
 @cli.command()
@@ -418,61 +450,129 @@ def eval_routing(obj: Context, labels: Path, as_json: bool, errors: bool) -> Non
 
 
 @eval_group.command("qa")
-@click.option("--corpus", required=True, type=click.Path(exists=True, path_type=Path), help="What to retrieve from: a file or folder `agentkit ingest` reads (BEIR corpus.jsonl, .txt, .md, .html).")
-@click.option("--questions", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSON lines with question and answers (a list).")
+@click.option("--questions", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSON lines: question, answers (a list; empty = unanswerable), optional _id, gold_ids, answerable (SQuAD 2.0 style).")
+@click.option("--corpus", type=click.Path(exists=True, path_type=Path), default=None, help="What to retrieve from: a file or folder `agentkit ingest` reads (BEIR corpus.jsonl, .txt, .md, .html), ingested into a private store under DATA_DIR/eval, or into --source. Required without --source.")
+@click.option("--source", "source_name", metavar="NAME", help="Answer with the configured agent (all its sources, its router) instead of a private store; --mode always routes to NAME.")
 @click.option("--mode", type=click.Choice(["never", "always", "routed"]), default="routed", show_default=True, help="Retrieval never (the model alone), always, or as the router decides.")
-@click.option("--limit", type=int, default=None, help="Only the first N questions.")
-@click.option("--chunk-tokens", type=int, default=200, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: exact_match, f1, citation_precision, mean_latency_ms, ...")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N questions of the file (with --sample: draw from these).")
+@click.option("--sample", type=click.IntRange(min=1), default=None, metavar="N", help="A fixed random subset of N questions, the same on every run for the same --seed.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
+@click.option("--chunk-tokens", type=int, default=200, show_default=True, help="Chunk size used when ingesting --corpus.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: answerable_accuracy, unanswerable_abstention, exact_match, f1, citation_precision, median_ttft_ms, ...")
+@click.option("--out", type=click.Path(dir_okay=False, writable=True, path_type=Path), default=None, help="Write one JSON line per question: the reply, its citations, its route and its scores.")
 @click.option("--lora", type=click.Path(exists=True, path_type=Path), default=None, help="Also answer with this adapter (GGUF for llama_cpp, PEFT folder for transformers) and report both.")
 @click.option("--lora-scale", type=float, default=1.0, show_default=True)
 @click.option("--progress/--no-progress", default=True)
 @click.pass_obj
-def eval_qa(obj: Context, corpus: Path, questions: Path, mode: str, limit: int | None, chunk_tokens: int, as_json: bool,
-            lora: Path | None, lora_scale: float, progress: bool) -> None:
-    """Exact match, token F1, citation precision and latency of the whole agent on a QA set."""
+def eval_qa(obj: Context, questions: Path, corpus: Path | None, source_name: str | None, mode: str, limit: int | None,
+            sample: int | None, seed: int, chunk_tokens: int, as_json: bool, out: Path | None, lora: Path | None,
+            lora_scale: float, progress: bool) -> None:
+    """Grounded answering of the whole agent, scored as in SQuAD 2.0.
+
+    Answerable questions: how often the reply contains a gold answer, exact match and token F1.
+    Unanswerable ones (empty `answers`): how often the agent abstains ("I could not find this in
+    the sources."), which scores 1. Also citation precision over the model's own [n] marks
+    (agentkit's inferred ones are counted apart), supported-but-wrong answers, time to first
+    token and latency.
+
+    \b
+    agentkit eval qa --corpus squad2-mini/corpus.jsonl --questions squad2-mini/questions.jsonl --sample 50
+    agentkit eval qa --source docs --mode always --questions qa.jsonl --out answers.jsonl
+    """
     import json as _json
 
     from agentkit.agent import Agent
     from agentkit.config import AdapterSpec
-    from agentkit.eval_qa import corpus_store, evaluate_qa, load_questions
+    from agentkit.eval_qa import corpus_store, evaluate_qa, load_questions, sample_questions
     from agentkit.plugins import build_llm
-    from agentkit.routing.build import build_router
 
     cfg = obj.config
+    if corpus is None and source_name is None:
+        raise click.UsageError("give --corpus FILE to evaluate on a private store of it, or --source NAME to evaluate a configured source")
+    if source_name is not None and source_name not in cfg.sources:
+        raise click.UsageError(f"no source named {source_name!r}; configured: {', '.join(cfg.sources) or 'none'}")
     items = load_questions(questions, limit)
-    store, report = corpus_store(cfg, corpus, chunk_tokens, progress=progress and not as_json)
-    if not as_json:
-        click.echo(report.summary(), err=True)
+    if sample is not None:
+        if sample >= len(items) and not as_json:
+            click.echo(f"--sample {sample}: the file has only {len(items)} questions; using all of them", err=True)
+        items = sample_questions(items, sample, seed)
     llm = build_llm(cfg.llm)
+    if source_name is not None:
+        # The configured agent, as `agentkit ask` builds it: every source, the router, tools, adapters.
+        base = Agent.from_config(cfg, llm=llm)
+        target = source_name
+        if corpus is not None:
+            from agentkit.ingest.pipeline import ingest as run_ingest
+            from agentkit.knowledge.base import is_writable
+
+            if not is_writable(base.sources[target]):
+                base.close()
+                raise click.UsageError(f"source {target!r} is read-only; leave out --corpus to evaluate it as it is")
+            report = run_ingest([corpus], base.sources[target], chunk_tokens=chunk_tokens,
+                                overlap=min(cfg.ingest.chunk_overlap, chunk_tokens // 4), progress=progress and not as_json)
+            if not as_json:
+                click.echo(report.summary(), err=True)
+    else:
+        from agentkit.routing.build import build_router
+
+        assert corpus is not None
+        store, report = corpus_store(cfg, corpus, chunk_tokens, progress=progress and not as_json)
+        if not as_json:
+            click.echo(report.summary(), err=True)
+        base = Agent(llm, {"corpus": store}, router=build_router(cfg, llm), settings=cfg.agent, config=cfg, adapters={})
+        target = "corpus"
     # With --lora: the same loaded model answers twice, without and then with the adapter.
-    runs: list[tuple[str, dict[str, AdapterSpec]]] = [("base", {})]
+    agents = [("base", base)]
     if lora is not None:
         register = getattr(llm, "add_adapter", None)
         if register is None:
+            base.close()
             raise click.UsageError(f"--lora needs a backend that switches adapters (llama_cpp, transformers), not {cfg.llm_backend}")
         register("eval-lora", lora)
-        runs.append((f"base + {lora.name}", {"eval-lora": AdapterSpec(path=str(lora), scale=lora_scale, default=True)}))
+        adapters = {**base.adapters, "eval-lora": AdapterSpec(path=str(lora), scale=lora_scale, default=True)}
+        agents.append((f"base + {lora.name}", Agent(llm, base.sources, router=base.router, settings=cfg.agent, config=cfg,
+                                                    tools=list(base.tools.values()), adapters=adapters)))
     results = []
-    for label, adapters in runs:
-        agent = Agent(llm, {"corpus": store}, router=build_router(cfg, llm), settings=cfg.agent, config=cfg, adapters=adapters)
-        results.append((label, evaluate_qa(agent, items, mode, "corpus", progress=progress and not as_json)))  # type: ignore[arg-type]
-    store.close()
+    sink = out.open("w", encoding="utf-8") if out is not None else None
+    try:
+        for label, agent in agents:
+            def write(record: dict[str, Any], label: str = label) -> None:
+                if sink is not None:
+                    sink.write(_json.dumps({"run": label, "mode": mode, **record}, ensure_ascii=False) + "\n")
+                    sink.flush()
+
+            results.append((label, evaluate_qa(agent, items, mode, target, progress=progress and not as_json, on_record=write)))  # type: ignore[arg-type]
+    finally:
+        if sink is not None:
+            sink.close()
+        base.close()
     if as_json:
         if lora is None:
             click.echo(_json.dumps(results[0][1].to_dict(), indent=2))
         else:
             click.echo(_json.dumps({label: r.to_dict() for label, r in results}, indent=2))
         return
+
+    def rate(value: float | None, of: str) -> str:
+        return f"n/a (no {of})" if value is None else f"{value:.4f}"
+
     for label, result in results:
-        cp = "n/a (no citations)" if result.citation_precision is None else f"{result.citation_precision:.4f} ({result.citations} citations)"
-        click.echo(f"{label}, mode {result.mode}: {result.n} questions")
-        click.echo(f"  exact match         {result.exact_match:.4f}")
-        click.echo(f"  token F1            {result.f1:.4f}")
-        click.echo(f"  citation precision  {cp}")
-        click.echo(f"  retrieval rate      {result.retrieval_rate:.4f}")
-        click.echo(f"  refusals            {result.refusal_rate:.4f}")
-        click.echo(f"  mean latency        {result.mean_latency_ms:.0f} ms")
+        cp = "n/a (no model citations)" if result.citation_precision is None else f"{result.citation_precision:.4f} ({result.citations} citations)"
+        ttft = "n/a" if result.median_ttft_ms is None else f"{result.median_ttft_ms:.1f} ms"
+        click.echo(f"{label}, mode {result.mode}: {result.n} questions ({result.n_answerable} answerable, {result.n_unanswerable} unanswerable)")
+        click.echo(f"  answerable accuracy      {rate(result.answerable_accuracy, 'answerable questions')}")
+        click.echo(f"  unanswerable abstention  {rate(result.unanswerable_abstention, 'unanswerable questions')}")
+        click.echo(f"  exact match (SQuAD 2.0)  {result.exact_match:.4f}")
+        click.echo(f"  token F1 (SQuAD 2.0)     {result.f1:.4f}")
+        click.echo(f"  citation precision       {cp}; {result.inferred_citations} inferred, not counted")
+        click.echo(f"  supported but wrong      {rate(result.supported_but_wrong, 'answerable questions')}")
+        click.echo(f"  abstention rate          {result.abstention_rate:.4f}")
+        click.echo(f"  retrieval rate           {result.retrieval_rate:.4f}")
+        click.echo(f"  answer kinds             {', '.join(f'{k} {v}' for k, v in sorted(result.kinds.items()))}")
+        click.echo(f"  median time to 1st token {ttft}")
+        click.echo(f"  mean latency             {result.mean_latency_ms:.0f} ms")
+    if out is not None:
+        click.echo(f"wrote {out}", err=True)
 
 
 @eval_group.command("perplexity")
