@@ -578,17 +578,17 @@ class Agent:
         )
         pieces: list[str] = []
         t0 = time.perf_counter()
-        stream = self.llm.stream(messages, options)
         try:
-            try:
-                first = next(iter(stream), None)
-            except NotImplementedError:
-                if grammar is None:
-                    raise
-                self._no_grammar = True
-                options.grammar = None
-                stream = self.llm.stream(messages, options)
-                first = next(iter(stream), None)
+            stream = iter(self.llm.stream(messages, options))
+            first = next(stream, None)
+        except NotImplementedError:
+            if grammar is None:
+                raise
+            self._no_grammar = True
+            options.grammar = None
+            stream = iter(self.llm.stream(messages, options))
+            first = next(stream, None)
+        try:
             for delta in itertools.chain([first] if first is not None else [], stream):
                 if delta.text:
                     if "ttft_ms" not in answer.timings:

@@ -29,6 +29,7 @@ _ABBREV = re.compile(
 _NUMBER = re.compile(r"\b\d[\d,.]*\b|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|hundred|thousand|million|billion)\b", re.I)
 _YEAR = re.compile(r"\b(?:1[0-9]{3}|20[0-9]{2}|[0-9]{1,2}(?:st|nd|rd|th))\b|\b(?:century|centuries|BC|AD|January|February|March|April|May|June|July|August|September|October|November|December)\b")
 _NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+(?:\s+(?:of\s+|de\s+|von\s+)?[A-Z][a-z]+)*")
+_FORGED = re.compile(r"\s*(?:question|answer|quote|reasoning|sources?|system|user|assistant)\s*:", re.I)
 #: Question words never count as content: they ask, they are not asked about.
 _ASKING = frozenset("what which who whom whose when where why how many much long often far old does did do is are was were".split())
 #: Words the question shares with every sentence of a topic add little; these add none.
@@ -201,7 +202,8 @@ def focus(
             else:
                 spans.append((start, end))
         windows[i] = spans
-    # A question in a passage ("Question: …?") answers nothing: it is context, never a quote.
+    # A question in a passage answers nothing, and a line written in the prompt's own format
+    # ("Answer: …") is a forgery: both are shown as context, never offered as a quote.
     shown = [s for s in ranked if any(a <= s.start and s.end <= b for a, b in windows.get(s.passage, []))
-             and not s.text.rstrip("\"'”’) ").endswith("?")]
+             and not s.text.rstrip("\"'”’) ").endswith("?") and not _FORGED.match(s.text)]
     return Focus(ranked, windows, shown[:max_candidates])
