@@ -170,7 +170,7 @@ def ask(obj: Context, question: tuple[str, ...], as_json: bool, routes: tuple[st
     if as_json:
         click.echo(answer.to_json())
         return
-    show_answer(answer, "".join(streamed), hint="--verbose shows it", verbose=verbose)
+    show_answer(answer, "".join(streamed), hint="" if verbose else "--verbose shows it", verbose=verbose)
 
 
 def show_answer(answer: Answer, streamed: str = "", *, hint: str = "", verbose: bool = False) -> None:

@@ -70,20 +70,18 @@ def format_passages(passages: list[Passage]) -> str:
 
 
 def format_answer(answer: Answer) -> str:
-    """The answer text, then its numbered sources, as `agentkit ask` prints them."""
+    """The answer text, then its numbered sources with their ids and quotes, as `agentkit ask` prints them."""
+    from agentkit.display import kind_note, sources_block
+
     lines = [answer.text]
-    shown: set[int] = set()
-    sources = []
-    for c in answer.citations:
-        if c.marker not in shown:
-            shown.add(c.marker)
-            p = c.passage
-            sources.append(f"[{c.marker}] {p.title or p.id} — id: {p.id}" + (f" ({p.uri})" if p.uri else ""))
-    if sources:
-        lines += ["", "Sources:", *sources]
-    elif answer.from_memory:
-        lines += ["", "(from the model's own memory; no source was cited)"]
-    lines += [f"warning: {w}" for w in answer.warnings]
+    note = kind_note(answer)
+    if note:
+        lines.append(f"({note})")
+    block = sources_block(answer, ids=True)
+    if block:
+        lines += ["", *block]
+    label = "why" if answer.kind == "refusal" else "warning"
+    lines += [f"{label}: {w}" for w in answer.warnings]
     return "\n".join(lines)
 
 
@@ -146,8 +144,11 @@ def build_server(agent: Agent, *, ask: bool = True, name: str = "agentkit") -> M
             except AgentkitError as exc:
                 return _error(exc)
             data = answer.to_dict()
-            structured = {key: data[key] for key in ("question", "text", "citations", "route", "warnings", "from_memory")}
+            keys = ("question", "text", "kind", "withheld", "citations", "route", "warnings", "from_memory")
+            structured = {key: data[key] for key in keys}
             structured["cited_ids"] = answer.cited_ids
+            # The evidence in [n] order, whole: each citation's quote is text[start:end] of its passage.
+            structured["passages"] = [passage_record(n, p) for n, p in enumerate(answer.passages, 1)]
             return _result(format_answer(answer), structured)
 
         server.add_tool(

@@ -35,7 +35,8 @@ Commands:
   /sources        the numbered passages behind the last answer, and the configured sources
   /route [NAME…]  show the last route; with names, force the route (a source or 'parametric');
                   '/route auto' lets the router decide again
-  /why            the signals behind the last route
+  /why            the signals behind the last route, and the model's own answer when
+                  agentkit showed a source sentence or a refusal instead
   /reset          forget the conversation so far (in a saved session: archive it, start afresh)
   /help           this text
   /exit           leave (Ctrl-D works too)
@@ -152,7 +153,7 @@ class Repl:
             self.store.append(self.session, "user", question)
             writer = self.store.answer_writer(self.session)
         stream = self.agent.stream(question, history=self.history[-2 * HISTORY_TURNS :], route=self.forced)
-        printed = False
+        streamed: list[str] = []  # the reply printed since the last step
         done = False
         cut_off = "the answer ended early: agentkit stopped before it was complete"
         try:
@@ -162,11 +163,12 @@ class Repl:
                     click.secho(f"↳ {', '.join(d.targets)} ({d.confidence:.2f}): {d.reason}", dim=True)
                 elif isinstance(event, TokenEvent):
                     click.echo(event.text, nl=False)
-                    printed = True
+                    streamed.append(event.text)
                     if writer is not None:
                         writer.add(event.text)
                 elif isinstance(event, StepEvent):
-                    printed = self._show_step(event, printed)
+                    self._show_step(event, bool(streamed))
+                    streamed.clear()
                 elif isinstance(event, WarningEvent):
                     pass  # shown once, under the answer
                 elif isinstance(event, AnswerEvent):
@@ -175,7 +177,7 @@ class Repl:
 
                         writer.finish(event.answer.text, answer_record(event.answer))
                     done = True
-                    self._finish(event.answer, printed)
+                    self._finish(event.answer, "".join(streamed))
         except KeyboardInterrupt:
             click.echo()
             click.secho("[stopped — ask again, or /help]", fg="yellow")
@@ -189,23 +191,17 @@ class Repl:
             if writer is not None and not done:
                 writer.abort(cut_off)  # keep what streamed, marked incomplete
 
-    def _finish(self, answer: Answer, printed: bool) -> None:
-        from agentkit.cli import show_footer
+    def _finish(self, answer: Answer, streamed: str) -> None:
+        from agentkit.cli import show_answer
 
-        if printed:
-            click.echo()
-        if answer.withheld:
-            click.secho("[no source supports the answer above; it was withheld]", fg="yellow")
-        # Reprint the answer when agentkit changed it (attributed citations, withheld) or nothing streamed.
-        if not printed or answer.withheld or any(c.inferred for c in answer.citations):
-            click.secho(f"Answer: {answer.text}", bold=True)
-        show_footer(answer)
+        # What streamed is the model's raw reply; the answer is printed again only if agentkit changed it.
+        show_answer(answer, streamed, hint="/why shows it")
         self.last = answer
         self.history += [Message("user", answer.question), Message("assistant", answer.text)]
 
     @staticmethod
-    def _show_step(event: StepEvent, printed: bool) -> bool:
-        """A search the model asked for, a tool call, or a re-retrieval; returns `printed` for what follows."""
+    def _show_step(event: StepEvent, printed: bool) -> None:
+        """A search the model asked for, a tool call, or a re-retrieval, on a line of its own."""
         st = event.step
         if printed:
             click.echo()
@@ -215,7 +211,6 @@ class Repl:
             click.secho(f"↳ searching {st.source} for {st.query!r}", dim=True)
         elif st.action == "call":
             click.secho(f"⚙ {st.tool}({st.arguments}) → {st.observation[:120]}", dim=True)
-        return False
 
     # --- slash commands --------------------------------------------------------------------
 
@@ -284,15 +279,20 @@ class Repl:
         click.echo(f"route forced to: {', '.join(args)}")
 
     def _why(self) -> None:
-        if not (self.last and self.last.route):
+        last = self.last
+        if last is None:
             click.echo("no question asked yet.")
             return
-        r = self.last.route
-        click.echo(f"policy: {r.policy or '-'}; confidence {r.confidence:.2f}; {r.reason}")
-        if self.last.adapters:
-            click.echo("adapters: " + ", ".join(f"{name} (scale {scale:g})" for name, scale in self.last.adapters.items()))
-        for key, value in sorted(r.signals.items()):
-            click.echo(f"  {key:<28} {value:.3f}")
+        if last.route:
+            r = last.route
+            click.echo(f"policy: {r.policy or '-'}; confidence {r.confidence:.2f}; {r.reason}")
+            if last.adapters:
+                click.echo("adapters: " + ", ".join(f"{name} (scale {scale:g})" for name, scale in last.adapters.items()))
+            for key, value in sorted(r.signals.items()):
+                click.echo(f"  {key:<28} {value:.3f}")
+        click.echo(f"answer: {last.kind}")
+        if last.withheld:
+            click.echo(f"the model's own answer, not shown: {last.withheld}")
 
 
 def _local(stamp: str) -> str:

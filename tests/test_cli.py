@@ -41,6 +41,55 @@ def test_ask_json_prints_the_whole_answer(fake_config: Path) -> None:
     assert data["route"]["targets"] == ["parametric"] and data["from_memory"] is True
 
 
+@pytest.fixture()
+def docs_config(tmp_path: Path) -> Path:
+    """A fake model over an embedded store holding one ingested guide."""
+    cfg = tmp_path / "docs.yaml"
+    cfg.write_text(f"data_dir: {tmp_path / 'data'}\nllm: {{backend: fake}}\n"
+                   "sources:\n  docs: {type: qdrant, description: how to install agentkit, collection: docs}\n")
+    guide = tmp_path / "install.md"
+    guide.write_text("agentkit answers from your sources. Install agentkit with pip install agentkit. It needs Python 3.10.\n")
+    assert "1 document " in run("--config", str(cfg), "ingest", str(guide), "--no-progress").output
+    return cfg
+
+
+def test_ask_json_carries_each_quote_and_its_span(docs_config: Path) -> None:
+    data = json.loads(run("--config", str(docs_config), "ask", "--json", "How do I install agentkit?").output)
+    assert data["kind"] == "model" and data["withheld"] == ""
+    [citation] = data["citations"]
+    texts = {p["id"]: p["text"] for p in data["passages"]}
+    assert citation["quote"] and texts[citation["passage_id"]][citation["start"] : citation["end"]] == citation["quote"]
+    assert citation["inferred"] is False
+
+
+def test_ask_prints_the_sources_with_their_quotes(docs_config: Path) -> None:
+    data = json.loads(run("--config", str(docs_config), "ask", "--json", "How do I install agentkit?").output)
+    out = run("--config", str(docs_config), "ask", "--no-stream", "How do I install agentkit?").output.splitlines()
+    assert out[0] == data["text"]
+    head = out.index("Sources:") + 1
+    assert out[head].startswith("  [1] install — file://") and out[head].endswith("(docs)")
+    assert out[head + 1].strip().startswith("“" + " ".join(data["citations"][0]["quote"].split()) + "”")
+    streamed = run("--config", str(docs_config), "ask", "--stream", "How do I install agentkit?").output.splitlines()
+    assert streamed[0].startswith("Quote: [1]")  # the model's raw reply, as it came
+    assert sum(line.startswith("Answer:") for line in streamed) == 1  # unchanged by agentkit: not repeated
+
+
+def test_ask_says_when_the_model_answer_was_replaced_and_verbose_shows_it(tmp_path: Path, docs_config: Path) -> None:
+    reply = 'Quote: [1] "Install agentkit with pip install agentkit."\nAnswer: bananas'
+    docs_config.write_text(docs_config.read_text().replace("{backend: fake}", "{backend: fake, responses: [%s]}" % json.dumps(reply)))
+    out = run("--config", str(docs_config), "ask", "--no-stream", "How do I install agentkit?").output
+    assert "The sources say: “" in out and "did not hold up" in out and "--verbose shows it" in out
+    assert all("bananas" not in line for line in out.splitlines() if not line.startswith("warning:"))
+    verbose = run("--config", str(docs_config), "ask", "--no-stream", "-v", "How do I install agentkit?").output
+    assert "the model's own answer, not shown: bananas" in verbose
+
+
+def test_no_color_turns_styling_off(docs_config: Path) -> None:
+    args = ["--config", str(docs_config), "ask", "--no-stream", "How do I install agentkit?"]
+    assert "\x1b[" in CliRunner().invoke(cli, args, color=True).output
+    assert "\x1b[" not in CliRunner().invoke(cli, args, color=True, env={"NO_COLOR": "1"}).output
+
+
 def test_ask_forced_route_and_unknown_route(fake_config: Path) -> None:
     result = run("--config", str(fake_config), "ask", "--route", "nope", "what is agentkit")
     assert result.exit_code == 2 and "unknown source(s) 'nope'" in result.output

@@ -33,8 +33,10 @@ from agentkit.integrations.langchain import (
     WritableLangChainSource,
     as_langchain_tool,
     as_runnable,
+    cited_documents,
 )
 from agentkit.knowledge.base import KnowledgeSource, WritableSource
+from agentkit.types import Answer, Citation, Passage
 from agentkit.testing import (
     CORPUS,
     FakeLLM,
@@ -208,12 +210,41 @@ def test_agent_as_tool_and_runnable(memory: MemorySource) -> None:
     agent = Agent(FakeLLM(), [memory])
     tool = as_langchain_tool(agent)
     text = tool.invoke({"question": "What causes the tides of the oceans?"})
-    assert "[1]" in text and "Sources:\n[1] Tides (doc://tides#chunk=0)" in text
+    assert "[1]" in text and "Sources:\n[1] Tides — doc://tides#chunk=0" in text
+    quote = tool.invoke({"type": "tool_call", "id": "c1", "name": tool.name,
+                         "args": {"question": "What causes the tides of the oceans?"}}).artifact.citations[0].quote
+    assert quote and f"“{quote}”" in text  # the calling model reads the quote the answer rests on
     runnable = as_runnable(agent)
     answer = runnable.invoke("What causes the tides of the oceans?")
     assert answer.cited_ids == ["tides#0"]
     answer = asyncio.run(runnable.ainvoke({"question": "What causes the tides of the oceans?"}))
     assert answer.cited_ids == ["tides#0"]
+
+
+def test_cited_documents_carry_the_quote_and_its_span(memory: MemorySource) -> None:
+    answer = Agent(FakeLLM(), [memory]).ask("What causes the tides of the oceans?")
+    [doc] = cited_documents(answer)
+    md = doc.metadata
+    assert doc.id == "tides#0" and md["marker"] == 1 and md["kind"] == answer.kind
+    assert md["quote"] and doc.page_content[md["start"] : md["end"]] == md["quote"]
+    assert md["inferred"] is False and md["source"] == "notes" and md["uri"] == "doc://tides#chunk=0"
+
+
+def test_cited_documents_mark_attributed_citations_and_the_answer_kind() -> None:
+    guide = Passage("guide#0", "agentkit answers from your sources. Install it with pip. It needs Python 3.10.",
+                    "Guide", source="docs", uri="doc://guide")
+    quote = "Install it with pip."
+    start = guide.text.index(quote)
+    answer = Answer("q", f"The sources say: “{quote}” [1]", kind="extractive", citations=[
+        Citation(1, guide, quote, quote=quote, start=start, end=start + len(quote), support=1.0, supported=True),
+        Citation(2, CORPUS[3], "Bees dance.", inferred=True),
+    ])
+    docs = cited_documents(answer)
+    assert [(d.id, d.metadata["inferred"], d.metadata["kind"]) for d in docs] == [
+        ("guide#0", False, "extractive"), ("bees#0", True, "extractive")]
+    md = docs[0].metadata
+    assert md["start"] > 0 and docs[0].page_content[md["start"] : md["end"]] == quote
+    assert (docs[1].metadata["quote"], docs[1].metadata["start"]) == ("", None)
 
 
 def test_errors_name_the_input() -> None:

@@ -21,7 +21,7 @@ from llama_index.core.base.response.schema import Response
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.llms import MockLLM
 from llama_index.core.query_engine import RetrieverQueryEngine
-from llama_index.core.schema import NodeWithScore, TextNode
+from llama_index.core.schema import MetadataMode, NodeWithScore, TextNode
 
 from agentkit import Agent, MemorySource
 from agentkit.integrations.llama_index import (
@@ -31,6 +31,7 @@ from agentkit.integrations.llama_index import (
     as_query_engine,
 )
 from agentkit.knowledge.base import KnowledgeSource, WritableSource
+from agentkit.types import Passage
 from agentkit.testing import (
     CORPUS,
     FakeLLM,
@@ -161,6 +162,27 @@ def test_agent_as_query_engine(memory: MemorySource) -> None:
     assert response.metadata and response.metadata["cited_ids"] == ["tides#0"]
     aresponse = asyncio.run(engine.aquery("What causes the tides of the oceans?"))
     assert aresponse.metadata and aresponse.metadata["cited_ids"] == ["tides#0"]
+
+
+def test_query_engine_source_nodes_carry_the_quote_and_its_span() -> None:
+    guide = MemorySource("guide", "how to install agentkit")
+    guide.add([Passage("install#0", "agentkit answers from your sources. Install agentkit with pip install agentkit. "
+                       "It needs Python 3.10.", "Install", uri="doc://install")])
+    llm = FakeLLM('Quote: [1] "Install agentkit with pip install agentkit."\nAnswer: with pip install agentkit')
+    response = as_query_engine(Agent(llm, [guide])).query("How do I install agentkit?")
+    assert response.metadata is not None
+    answer = response.metadata["answer"]
+    assert response.metadata["kind"] == answer.kind and answer.kind in ("model", "extractive")
+    [citation] = response.metadata["citations"]
+    node = response.source_nodes[citation["marker"] - 1].node
+    md = node.metadata
+    assert node.node_id == citation["passage_id"] == "install#0"
+    assert md["quote"] == citation["quote"] and md["quote"]
+    assert md["quote"] == "Install agentkit with pip install agentkit." and md["start"] > 0
+    assert node.get_content()[md["start"] : md["end"]] == md["quote"]
+    assert (md["marker"], md["inferred"], md["kind"]) == (citation["marker"], False, answer.kind)
+    # Bookkeeping stays out of what LlamaIndex shows a model.
+    assert "quote" not in node.get_content(metadata_mode=MetadataMode.LLM)
 
 
 def test_errors_name_the_input() -> None:

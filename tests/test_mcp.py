@@ -90,6 +90,13 @@ def test_tools_search_and_ask_over_stdio(config: Path) -> None:
     assert cited == [passages[0]["id"]]
     assert answer["structuredContent"]["route"]["targets"] == ["docs"]
     assert "Sources:" in answer["content"][0]["text"] and cited[0] in answer["content"][0]["text"]
+    # Each citation carries its quote, a span of the whole passage returned beside it.
+    structured = answer["structuredContent"]
+    [citation] = structured["citations"]
+    texts = {p["id"]: p["text"] for p in structured["passages"]}
+    assert citation["quote"] and texts[citation["passage_id"]][citation["start"] : citation["end"]] == citation["quote"]
+    assert structured["kind"] == "model" and citation["inferred"] is False
+    assert "“" + " ".join(citation["quote"].split()) + "”" in answer["content"][0]["text"]  # on one line
 
 
 def test_empty_question_is_a_tool_error_and_the_server_keeps_serving(config: Path) -> None:

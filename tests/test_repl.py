@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from agentkit import Agent, MemorySource, Passage
 from agentkit.llm.base import Delta
+from agentkit.reasoning.citations import REFUSAL
 from agentkit.repl import Repl
 from agentkit.testing import FakeLLM
+from agentkit.types import Answer, AnswerEvent, Citation, Event, TokenEvent
 
 
 class InterruptedOnce(FakeLLM):
@@ -77,3 +81,102 @@ def test_why_names_the_adapter_the_route_selected(capsys: pytest.CaptureFixture[
     repl.run()
     assert "adapters: docs-style (scale 0.5)" in capsys.readouterr().out
     assert llm.calls[-1][1].adapters == {"docs-style": 0.5}
+
+
+# --- what is printed under an answer ------------------------------------------------------------
+
+GUIDE = Passage("guide#0", "agentkit answers from your sources. Install it with pip. It needs Python 3.10.",
+                "Guide", source="docs", uri="doc://guide")
+
+
+def cite(quote: str, marker: int = 1, passage: Passage = GUIDE, **kwargs: Any) -> Citation:
+    start = passage.text.index(quote)
+    return Citation(marker, passage, quote, quote=quote, start=start, end=start + len(quote), **kwargs)
+
+
+class Scripted:
+    """Stands in for an Agent: every question streams `reply` token by token, then ends with `answer`."""
+
+    config = None
+
+    def __init__(self, reply: str, answer: Answer) -> None:
+        self.llm = FakeLLM()
+        self.sources = {"docs": source()}
+        self.reply, self.answer = reply, answer
+
+    def stream(self, question: str, history: Any = (), route: Any = None) -> Iterator[Event]:
+        for piece in re.findall(r"\S+\s*|\s+", self.reply):
+            yield TokenEvent(piece)
+        yield AnswerEvent(self.answer)
+
+
+def lines_of(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    return capsys.readouterr().out.splitlines()
+
+
+def test_a_streamed_answer_is_not_printed_twice_and_its_source_is_quoted(capsys: pytest.CaptureFixture[str]) -> None:
+    repl = Repl(Agent(FakeLLM(), [source()]), read_line=script(["how to install agentkit"]))
+    repl.run()
+    out = lines_of(capsys)
+    assert repl.last is not None and repl.last.kind == "model"
+    # The quote reader's reply streamed as it is; agentkit did not change the answer, so no reprint.
+    assert sum(line.startswith("Answer:") for line in out) == 1
+    heads = [line for line in out if line.strip().startswith("[1] ")]
+    assert heads == ["  [1] Install — install#0 (docs)"]
+    quote = out[out.index(heads[0]) + 1].strip()
+    assert quote.startswith("“Install agentkit with pip.”") and "support" in quote
+
+
+def test_an_answer_that_did_not_hold_up_is_shown_as_the_source_sentence(capsys: pytest.CaptureFixture[str]) -> None:
+    answer = Answer("how to install?", "The sources say: “Install it with pip.” [1]", kind="extractive",
+                    citations=[cite("Install it with pip.", support=1.0, supported=True)], withheld="bananas",
+                    warnings=["the model's answer 'bananas' is not supported by its quote (support 0.00)"])
+    agent = Scripted('Quote: [1] "Install it with pip."\nAnswer: bananas', answer)
+    Repl(agent, read_line=script(["how to install?", "/why"])).run()  # type: ignore[arg-type]
+    out = lines_of(capsys)
+    note = next(i for i, line in enumerate(out) if "did not hold up" in line)
+    assert out[note + 1] == "Answer: The sources say: “Install it with pip.” [1]"
+    assert "  [1] Guide — doc://guide (docs)" in out and "      “Install it with pip.” (support 1.00)" in out
+    assert "the model's own answer, not shown: bananas" in out  # from /why
+    assert "answer: extractive" in out
+
+
+def test_a_refusal_is_printed_with_the_reasons(capsys: pytest.CaptureFixture[str]) -> None:
+    answer = Answer("who won?", REFUSAL, kind="refusal", warnings=["no source sentence matches the question"])
+    Repl(Scripted("Quote: none", answer), read_line=script(["who won?"])).run()  # type: ignore[arg-type]
+    out = lines_of(capsys)
+    assert f"Answer: {REFUSAL}" in out and "why: no source sentence matches the question" in out
+    assert "Sources:" not in out
+
+
+def test_an_answer_agentkit_changed_is_printed_again_but_not_one_that_only_gained_its_mark(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    same = Answer("q", "Install it with pip. [1]", citations=[cite("Install it with pip.")])
+    Repl(Scripted('Quote: [1] "Install it with pip."\nAnswer: Install it with pip.', same), read_line=script(["q"])).run()  # type: ignore[arg-type]
+    assert sum(line.startswith("Answer:") for line in lines_of(capsys)) == 1
+    changed = Answer("q", "It needs Python 3.10. [1]", citations=[cite("It needs Python 3.10.")])
+    Repl(Scripted("Answer: something else", changed), read_line=script(["q"])).run()  # type: ignore[arg-type]
+    assert "Answer: It needs Python 3.10. [1]" in lines_of(capsys)
+
+
+def test_sources_list_each_mark_once_label_attributed_ones_and_shorten_long_quotes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from agentkit.cli import show_footer
+
+    long_text = "Tides rise and fall twice a day " * 30
+    tides = Passage("tides#0", long_text + "and that is all.", "Tides", source="docs", uri="doc://tides")
+    answer = Answer("q", "Use pip. Tides rise.", citations=[
+        cite("Install it with pip.", support=0.9, supported=True),
+        cite("It needs Python 3.10.", support=0.5, supported=False),
+        cite(long_text.strip(), marker=2, passage=tides, inferred=True),
+    ])
+    show_footer(answer)
+    out = lines_of(capsys)
+    assert [line for line in out if "[1]" in line] == ["  [1] Guide — doc://guide (docs)"]
+    assert "      “Install it with pip.” (support 0.90)" in out
+    assert "      “It needs Python 3.10.” (support 0.50, not supported)" in out
+    assert "  [2] Tides — doc://tides (docs) (attributed by agentkit, not cited by the model)" in out
+    [shortened] = [line.strip() for line in out if line.strip().startswith("“Tides")]
+    assert shortened.endswith("…”") and len(shortened) <= 302 and shortened[1:-2] in long_text

@@ -154,9 +154,39 @@ def test_stream_sends_standard_chunks_and_ends_with_the_extra_field(client: open
     )
     content, reasoning, extra, usage = collect(stream)
     assert content == extra["text"] == "Install agentkit with pip install -e . [1]"
-    assert reasoning.startswith("source [1] answers this")  # "Reasoning:" itself is not sent
+    # The quote reader's raw reply is reasoning; only the checked answer is content.
+    assert reasoning.startswith('Quote: [1] "Install agentkit') and "\nAnswer: " in reasoning
     assert [c["passage_id"] for c in extra["citations"]] == ["install#0"]
     assert usage is not None and usage.completion_tokens > 0
+
+
+def test_extra_field_carries_each_quote_with_its_span_in_the_evidence(client: openai.OpenAI) -> None:
+    raw = client.chat.completions.with_raw_response.create(model="agentkit", messages=ask("How are citations checked?"))
+    extra = raw.http_response.json()["agentkit"]
+    assert extra["kind"] == "model" and extra["withheld"] == ""
+    [citation] = extra["citations"]
+    evidence = {p["id"]: p for p in extra["evidence"]}
+    assert [p["id"] for p in extra["evidence"]][: len(extra["passages"])] == extra["passages"]
+    text = evidence[citation["passage_id"]]["text"]
+    assert citation["quote"] and isinstance(citation["start"], int) and isinstance(citation["end"], int)
+    assert text[citation["start"] : citation["end"]] == citation["quote"]
+    assert citation["passage_id"] == "citations#0" and citation["inferred"] is False
+    # A stream's final chunk says the same.
+    _, _, streamed, _ = collect(client.chat.completions.create(model="agentkit", messages=ask("How are citations checked?"), stream=True))
+    assert streamed["kind"] == "model" and streamed["citations"][0]["quote"] == citation["quote"]
+
+
+def test_an_answer_that_did_not_hold_up_never_streams_as_content() -> None:
+    reply = 'Quote: [1] "Install agentkit with pip install -e . from a checkout."\nAnswer: bananas'
+    app = create_app(Agent(SlowLLM(reply), [docs()]))
+    with ServerThread(app) as base:
+        client = openai.OpenAI(base_url=base + "/v1", api_key="-", max_retries=0, timeout=20)
+        content, reasoning, extra, _ = collect(
+            client.chat.completions.create(model="agentkit", messages=ask("How do I install agentkit?"), stream=True))
+    assert extra["kind"] == "extractive" and extra["withheld"] == "bananas"
+    assert content == extra["text"] and "bananas" not in content and "bananas" in reasoning
+    quote = extra["citations"][0]["quote"]
+    assert quote and quote in content  # the source sentence is shown instead, as a quote
 
 
 def test_the_raw_sse_stream_ends_with_done(url: str) -> None:
@@ -368,6 +398,13 @@ def test_splitter_separates_reasoning_from_answer_however_tokens_fall(size: int)
 def test_splitter_streams_a_reply_without_labels_as_content() -> None:
     assert split(["Tides ", "follow ", "the Moon."]) == ("", "Tides follow the Moon.", True)
     assert split(["Answer:", " yes"]) == ("", "yes", True)
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 100])
+def test_splitter_streams_a_quote_reply_whole_as_reasoning(size: int) -> None:
+    reply = 'Quote: [1] "Tides follow the Moon."\nAnswer: the Moon'
+    pieces = [reply[i : i + size] for i in range(0, len(reply), size)]
+    assert split(pieces) == (reply, "", False)  # not answered: the checked text is sent at the end
 
 
 def test_splitter_reports_a_reply_that_never_reached_its_answer() -> None:

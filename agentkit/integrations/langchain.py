@@ -39,6 +39,7 @@ __all__ = [
     "WritableLangChainSource",
     "as_langchain_tool",
     "as_runnable",
+    "cited_documents",
     "to_document",
 ]
 
@@ -53,6 +54,22 @@ def to_document(passage: Passage) -> Document:
     metadata = passage_metadata(passage)
     metadata.update(id=passage.id, score=passage.score, source=passage.source)
     return Document(page_content=passage.text, metadata=metadata, id=passage.id)
+
+
+def cited_documents(answer: Answer) -> list[Document]:
+    """One Document per citation of `answer`, in answer order: the cited passage's whole text, and
+    in its metadata the citation: `marker`, `quote` with `start`/`end` (so that
+    `page_content[start:end] == quote`), `inferred` (agentkit attributed it; the model did not
+    cite it), `support`, `supported`, `sentence`, and the answer's `kind`."""
+    docs = []
+    for c in answer.citations:
+        doc = to_document(c.passage)
+        doc.metadata.update(
+            marker=c.marker, quote=c.quote, start=c.start, end=c.end, inferred=c.inferred,
+            support=c.support, supported=c.supported, sentence=c.sentence, kind=answer.kind,
+        )
+        docs.append(doc)
+    return docs
 
 
 class AgentkitRetriever(BaseRetriever):
@@ -147,11 +164,17 @@ def as_langchain_tool(
 
 
 def _answer_text(answer: Answer) -> str:
-    if not answer.citations:
-        return answer.text
-    cited = {c.marker: c.passage for c in answer.citations}
-    lines = [f"[{n}] {p.title or p.id}" + (f" ({p.uri})" if p.uri else "") for n, p in sorted(cited.items())]
-    return answer.text + "\n\nSources:\n" + "\n".join(lines)
+    """The answer, a line on how it was made when agentkit replaced the model's words, then the
+    sources with their quotes: what a calling model reads."""
+    from agentkit.display import kind_note, sources_block
+
+    parts = [answer.text]
+    note = kind_note(answer)
+    if note:
+        parts.append(f"({note})")
+    if answer.citations:
+        parts.append("\n".join(sources_block(answer, indent="")))
+    return "\n\n".join(parts)
 
 
 def _question(value: Any) -> str:

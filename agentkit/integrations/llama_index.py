@@ -110,13 +110,33 @@ class AgentkitQueryEngine(CustomQueryEngine):
 def _response(answer: Any) -> Response:
     return Response(
         response=answer.text,
-        source_nodes=[to_node(p) for p in answer.passages],
+        source_nodes=[_cited_node(p, answer) for p in answer.passages],
         metadata={
             "answer": answer,
+            "kind": answer.kind,
+            "withheld": answer.withheld,
             "citations": [c.to_dict() for c in answer.citations],
             "cited_ids": answer.cited_ids,
         },
     )
+
+
+def _cited_node(passage: Passage, answer: Any) -> NodeWithScore:
+    """`to_node(passage)`; if the answer cites it, its metadata also holds the citation: `marker`,
+    `quote` with `start`/`end` into the node's text, `inferred`, `support` and the answer's `kind`
+    (the first citation with a quote; `Response.metadata["citations"]` lists them all)."""
+    scored = to_node(passage)
+    mine = [c for c in answer.citations if c.passage.id == passage.id]
+    if mine:
+        c = next((c for c in mine if c.quote), mine[0])
+        node = scored.node
+        node.metadata.update(marker=c.marker, quote=c.quote, start=c.start, end=c.end, inferred=c.inferred,
+                             support=c.support, kind=answer.kind)
+        # Bookkeeping, like _HIDDEN: the quote is already in the node's text.
+        hidden = ["marker", "quote", "start", "end", "inferred", "support", "kind"]
+        node.excluded_embed_metadata_keys += hidden
+        node.excluded_llm_metadata_keys += hidden
+    return scored
 
 
 def as_query_engine(agent: Agent) -> AgentkitQueryEngine:

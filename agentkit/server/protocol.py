@@ -13,7 +13,7 @@ from typing import Any
 
 from agentkit.llm.base import Completion, GenerationOptions, TokenLogprob
 from agentkit.reasoning.citations import _ANSWER, _REASONING
-from agentkit.types import Answer, Message, Usage
+from agentkit.types import Answer, Message, Passage, Usage
 
 #: Roles a client may send; OpenAI's newer "developer" role counts as "system".
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -244,17 +244,36 @@ def completion_id() -> str:
 
 
 def agentkit_field(answer: Answer) -> dict[str, Any]:
-    """What an OpenAI response cannot say: citations, route, warnings, evidence ids, timings."""
+    """What an OpenAI response cannot say: how the text was made, citations with their quotes,
+    route, warnings, the evidence (ids, and the texts that quote offsets index), timings.
+
+    Each citation's `quote` is `text[start:end]` of the evidence entry whose `id` is its `passage_id`.
+    """
     return {
         "text": answer.text,
+        "kind": answer.kind,
+        "withheld": answer.withheld,
         "citations": [c.to_dict() for c in answer.citations],
         "route": answer.route.to_dict() if answer.route else None,
         "warnings": list(answer.warnings),
         "passages": [p.id for p in answer.passages],
+        "evidence": [_evidence(p) for p in _cited_evidence(answer)],
         "reasoning": answer.reasoning,
         "from_memory": answer.from_memory,
         "timings": dict(answer.timings),
     }
+
+
+def _cited_evidence(answer: Answer) -> list[Passage]:
+    """The evidence in [n] order, then any cited passage not among it, each once."""
+    seen: dict[str, Passage] = {}
+    for p in [*answer.passages, *(c.passage for c in answer.citations)]:
+        seen.setdefault(p.id, p)
+    return list(seen.values())
+
+
+def _evidence(p: Passage) -> dict[str, Any]:
+    return {"id": p.id, "title": p.title, "uri": p.uri, "source": p.source, "score": p.score, "text": p.text}
 
 
 def completion_body(
@@ -338,6 +357,8 @@ def _logprobs(items: Sequence[TokenLogprob]) -> dict[str, Any]:
 
 _MARKS = ("answer:", "answer**:")
 _OPENINGS = ("reasoning:", "reasoning**:", "question:", "question**:")
+#: The quote reader's reply (reasoning/prompts/grounded.yaml): `Quote: [n] "…"` then `Answer: …`.
+_QUOTED = ("quote:", "quote**:")
 
 
 def _bare(line: str) -> str:
@@ -350,10 +371,15 @@ class ReplySplitter:
     A reply that opens with "Reasoning:" streams as `reasoning_content` (the field vLLM and
     DeepSeek use) until its "Answer:" line; the answer streams as `content`. A line is held back
     only while it could still become that mark.
+
+    The quote reader's reply ("Quote: …" then "Answer: …") streams whole as `reasoning_content`:
+    its short answer is checked against the quote only once it is complete, and agentkit may show
+    the quote or a refusal instead, so the final text is sent as `content` at the end (`answered`
+    stays False).
     """
 
     def __init__(self) -> None:
-        self.mode = "start"  # start -> reasoning | answer
+        self.mode = "start"  # start -> reasoning | answer | quoted
         self._line = ""  # the current, unfinished line (reasoning mode)
         self._sent = 0  # how much of it has gone out
         self._skip_space = False
@@ -366,9 +392,14 @@ class ReplySplitter:
     def feed(self, text: str) -> list[tuple[str, str]]:
         if self.mode == "answer":
             return self._content(text)
+        if self.mode == "quoted":
+            return [("reasoning_content", text)] if text else []
         if self.mode == "start":
             self._line += text
             head = _bare(self._line)
+            if any(head.startswith(o) for o in _QUOTED):
+                held, self._line, self.mode = self._line, "", "quoted"
+                return [("reasoning_content", held)]
             mark = _ANSWER.match(self._line)
             if mark is not None and mark.end() < len(self._line):
                 rest, self._line = self._line[mark.end() :], ""
@@ -381,7 +412,7 @@ class ReplySplitter:
                 held = self._line[label.end() :] if label is not None else self._line
                 self._line, self.mode = "", "reasoning"
                 return self._reasoning(held)
-            if head and not any(o.startswith(head) for o in (*_OPENINGS, *_MARKS)):
+            if head and not any(o.startswith(head) for o in (*_OPENINGS, *_MARKS, *_QUOTED)):
                 held, self._line = self._line, ""
                 self.mode = "answer"
                 return self._content(held)
