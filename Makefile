@@ -3,7 +3,8 @@ PYTHON ?= python3
 DICT_PACKAGES := dictd dict-wn dict-gcide dict-foldoc
 # CPU build of PyTorch for the tune/gpu extras' tests (this version is on the CI machines' disk).
 TORCH ?= torch==2.13.0
-# Compiler flags for a llama.cpp build without AMX tiles (see the check in `install`).
+# Compiler flags for a llama.cpp build without AMX tiles, which some VMs and sandboxes do not enable
+# (used unless CMAKE_ARGS is set; see also the check in `install`).
 LLAMA_NO_AMX := -DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' -DCMAKE_CXX_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'
 
 .PHONY: install test bench
@@ -20,7 +21,7 @@ install:  ## a real DICT server and dictionaries for the tests (Debian), then ag
 	@# multi-GB CUDA build; an existing torch is kept. Override with e.g. make install TORCH="torch==2.5.1".
 	@if $(PYTHON) -c "import torch" >/dev/null 2>&1; then echo "torch: already installed"; \
 	else $(PYTHON) -m pip install "$(TORCH)"; fi
-	$(PYTHON) -m pip install -e ".[dev]" $(foreach p,$(sort $(dir $(wildcard plugins/*/pyproject.toml))),-e $(p))
+	CMAKE_ARGS="$${CMAKE_ARGS:-$(LLAMA_NO_AMX)}" $(PYTHON) -m pip install -e ".[dev]" $(foreach p,$(sort $(dir $(wildcard plugins/*/pyproject.toml))),-e $(p))
 	@# llama-cpp-python compiles for this CPU; on CPUs with AMX the build uses AMX tiles, which some VMs and
 	@# sandboxes do not enable (the first matrix product dies with SIGSEGV). Check, and rebuild without AMX.
 	@if $(PYTHON) -m agentkit.llm.llama_cpp; then :; else \

@@ -55,6 +55,12 @@ class AgentSettings(_Strict):
     reader: Literal["quote", "cot"] = "quote"
     #: The quote reader shows the model this many best sentences, each with its neighbours.
     focus_sentences: int = Field(3, ge=1, le=20)
+    #: How many of the best sentences the model may choose its quote from. The ranker's first
+    #: choice beats a 135M model's; raise this for a larger model.
+    quote_choices: int = Field(1, ge=1, le=20)
+    #: Sentence similarity for the focus, beside word overlap: `minilm` (the bundled ONNX encoder,
+    #: ~0.1 s a question for sentences not seen before) or `none` (words only).
+    focus_embedder: Literal["minilm", "none"] = "minilm"
     #: Refuse without asking the model when the question's premises (a negation, a name or
     #: figure, "most"/"least"/"first"...) are not in the best source sentence.
     check_premises: bool = True

@@ -30,6 +30,7 @@ HOOKS = {
     "register_routers": "routers",
     "register_tools": "tools",
     "register_commands": "command_table",
+    "register_verifiers": "verifiers",
 }
 
 
@@ -54,6 +55,11 @@ class HookSpecs:
     @hookspec
     def register_commands(self, register: Register) -> None:
         """Register click commands, run as `agentkit NAME`; built-in command names win."""
+
+    @hookspec
+    def register_verifiers(self, register: Register) -> None:
+        """Register citation verifiers, chosen by `agent.verify: NAME`: classes with
+        `support(claim, evidence) -> float` (0-1), built by `from_llm(llm)` when they have one."""
 
 
 class _BuiltIns:
@@ -81,6 +87,11 @@ class _BuiltIns:
         register("judge", "agentkit.routing.judge:JudgePolicy")
         register("learned", "agentkit.routing.learned:LearnedCombiner")
 
+    @hookimpl
+    def register_verifiers(self, register: Register) -> None:
+        register("lexical", "agentkit.reasoning.verify:LexicalVerifier")
+        register("judge", "agentkit.reasoning.verify:JudgeVerifier")
+
 
 @dataclass
 class PluginInfo:
@@ -106,6 +117,7 @@ class Registry:
     routers: dict[str, Any] = field(default_factory=dict)
     tools: dict[str, Any] = field(default_factory=dict)
     command_table: dict[str, Any] = field(default_factory=dict)
+    verifiers: dict[str, Any] = field(default_factory=dict)
     #: Plugins that failed to load, name -> error; agentkit keeps working without them.
     failures: dict[str, str] = field(default_factory=dict)
     #: Every plugin seen, built-ins first, in load order.
@@ -132,6 +144,9 @@ class Registry:
             target = tool(target, name=name)
             self.tools[name] = target
         return target
+
+    def verifier(self, name: str, *, origin: str = "config", where: str = "agent.verify") -> Any:
+        return self._resolve(self.verifiers, name, origin, where)
 
     def commands(self) -> dict[str, Any]:
         """Plugin click commands, name -> command (imported now)."""
