@@ -17,7 +17,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from agentkit.errors import ConfigError, InputError, UnknownSource
+from agentkit.errors import ConfigError, InputError, RealModelForbidden, UnknownSource
 from agentkit.knowledge.base import KnowledgeSource
 from agentkit.llm.base import LLM, GenerationOptions
 from agentkit.reasoning.citations import REFUSAL, parse_reply
@@ -91,6 +91,9 @@ class Agent:
         self._pool: ThreadPoolExecutor | None = None
         #: Set when the backend refused a grammar: the quote reader then checks quotes as text.
         self._no_grammar = False
+        #: The focus's sentence encoder (agent.focus_embedder), made on first use.
+        self._encoder: Any = None
+        self._check: Any = None
         #: Tokens of each prompt template on its own (no question, history or evidence).
         self._static_tokens: dict[str, int] = {}
         #: Tools the model may call; with any, it gets at least one action, even on the parametric route.
@@ -522,7 +525,12 @@ class Agent:
             answer.text, answer.citations = definition
             yield TokenEvent(answer.text)
             return True
-        plan = reader.plan(question, ranked, top=s.focus_sentences)
+        t_focus = time.perf_counter()
+        try:
+            plan = reader.plan(question, ranked, top=s.focus_sentences, embedder=self._sentence_encoder())
+        except RealModelForbidden:  # a unit test without the encoder: words alone
+            plan = reader.plan(question, ranked, top=s.focus_sentences)
+        answer.timings["focus_ms"] = _ms(t_focus)
         answer.passages = plan.passages
         gaps = plan.gaps if s.check_premises else []
         if not plan.candidates or gaps:
@@ -530,7 +538,7 @@ class Agent:
         else:
             messages = template.render(history, question=question_fit, passages=plan.shown)
             reply: list[str] = []
-            yield from self._generate(messages, answer, reply, grammar=plan.grammar())
+            yield from self._generate(messages, answer, reply, grammar=plan.grammar(s.quote_choices))
             support = None if s.verify == "off" else self._verifier().support
             reading = reader.interpret(reply[0], plan, support, s.support_threshold)
         answer.text, answer.kind, answer.citations, answer.withheld = (
@@ -542,10 +550,23 @@ class Agent:
             yield WarningEvent(note)
         return True
 
-    def _verifier(self) -> Any:
-        from agentkit.reasoning.verify import LexicalVerifier
+    def _sentence_encoder(self) -> Any | None:
+        if self.settings.focus_embedder == "none":
+            return None
+        if self._encoder is None:
+            from agentkit.knowledge.embeddings import OnnxEmbedder
+            from agentkit.reasoning.focus import SentenceEncoder
 
-        return LexicalVerifier()
+            self._encoder = SentenceEncoder(OnnxEmbedder("all-MiniLM-L6-v2"))
+        return self._encoder
+
+    def _verifier(self) -> Any:
+        """The citation check named by `agent.verify` (built once: the judge caches verdicts)."""
+        if self._check is None:
+            from agentkit.reasoning.verify import build_verifier
+
+            self._check = build_verifier(self.settings.verify, self.llm)
+        return self._check
 
     def _trim_question(self, question: str, template: Any, room: int) -> tuple[str, str]:
         llm = self.llm
@@ -605,14 +626,14 @@ class Agent:
         out.append("".join(pieces))
 
     def _parse(self, reply: str, evidence: list[Passage], answer: Answer) -> Iterator[Event]:
-        from agentkit.reasoning.verify import LexicalVerifier, check_citations
+        from agentkit.reasoning.verify import check_citations
 
         parsed = parse_reply(reply, evidence)
         answer.reasoning, answer.text, answer.citations = parsed.reasoning, parsed.text, parsed.citations
         notes = list(parsed.warnings)
         if self.settings.verify != "off":
             external = [c for c in answer.citations if c.passage.source != PARAMETRIC]
-            check = check_citations(external, LexicalVerifier(), self.settings.support_threshold)
+            check = check_citations(external, self._verifier(), self.settings.support_threshold)
             for c in check.unsupported:
                 notes.append(
                     f"citation [{c.marker}] ({c.passage.id}) does not appear to support "

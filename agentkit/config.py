@@ -54,7 +54,7 @@ class AgentSettings(_Strict):
     #: agentkit/reasoning/reader.py) or `cot` (free chain-of-thought over whole passages).
     reader: Literal["quote", "cot"] = "quote"
     #: The quote reader shows the model this many best sentences, each with its neighbours.
-    focus_sentences: int = Field(3, ge=1, le=20)
+    focus_sentences: int = Field(2, ge=1, le=20)
     #: How many of the best sentences the model may choose its quote from. The ranker's first
     #: choice beats a 135M model's; raise this for a larger model.
     quote_choices: int = Field(1, ge=1, le=20)

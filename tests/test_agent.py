@@ -62,7 +62,8 @@ def test_events_come_in_order() -> None:
     answer = events[-1].answer
     # The reader's reply streams as it is written; the answer is its short answer, cited.
     assert streamed.startswith('Quote: [1] "') and "\nAnswer: " in streamed
-    assert answer.kind == "model" and answer.text.removesuffix(" [1]") in streamed
+    short = answer.text.split(" — ")[0]
+    assert answer.kind == "model" and f"Answer: {short}" in streamed
 
 
 def test_parametric_route_uses_no_sources() -> None:

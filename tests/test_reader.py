@@ -131,7 +131,8 @@ def test_unmet_premises() -> None:
 def test_supported_short_answer_is_cited_with_its_quote() -> None:
     llm = FakeLLM(reply("It was founded in 1712 by wool merchants.", "in 1712", n=1))
     answer = Agent(llm, [source(QUENWICK, BRIDGE)]).ask("When was Quenwick founded?")
-    assert (answer.kind, answer.text) == ("model", "in 1712 [1]")
+    # The short answer, with the sentence it was copied from.
+    assert (answer.kind, answer.text) == ("model", "in 1712 — “It was founded in 1712 by wool merchants.” [1]")
     [c] = answer.citations
     assert c.passage.id == "town#0" and not c.inferred and c.supported
     assert c.quote == "It was founded in 1712 by wool merchants." == c.passage.text[c.start : c.end]
@@ -148,7 +149,7 @@ def test_unsupported_answer_falls_back_to_the_quote() -> None:
     assert answer.text == "The sources say: “It was founded in 1712 by wool merchants.” [1]"
     assert answer.withheld == "in 1798 by monks"
     assert answer.citations[0].quote in answer.text
-    assert any("not supported by its quote" in w or "gives none" in w for w in answer.warnings)
+    assert any("not copied from its quote" in w or "gives none" in w for w in answer.warnings)
 
 
 @pytest.mark.parametrize("bad", ["I could not find this in the sources", "Quenwick", "no information is given"])

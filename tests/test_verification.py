@@ -31,6 +31,9 @@ BATS = "Bats are not blind. Most species see well, and many also hunt by echoloc
 SCHOOL = "The grammar school was founded in 1712 by the city council, early in the eighteenth century."
 VIKINGS = "In 859 Hastein led a Viking fleet of 62 ships into the Mediterranean."
 
+#: These tests check the chain-of-thought reader's citation check (the quote reader: test_reader.py).
+COT = AgentSettings(reader="cot")
+
 
 def facts() -> MemorySource:
     src = MemorySource("facts", "geography and science facts")
@@ -61,14 +64,14 @@ def test_check_flags_unsupported_and_partly_supported_citations() -> None:
 
 def test_a_supported_answer_keeps_its_citations() -> None:
     llm = FakeLLM("Reasoning: [1] says so.\nAnswer: Mount Everest is 8,849 metres high [1].")
-    answer = Agent(llm, [facts()], router=None).ask("How high is Mount Everest?", route=["facts"])
+    answer = Agent(llm, [facts()], router=None, settings=COT).ask("How high is Mount Everest?", route=["facts"])
     assert answer.cited_ids == ["everest#0"] and answer.citations[0].supported
     assert answer.withheld == ""
 
 
 def test_an_unsupported_answer_is_withheld_and_kept() -> None:
     reply = "Reasoning: none.\nAnswer: Mount Everest was named after a racehorse in 1999 [1]."
-    answer = Agent(FakeLLM(reply), [facts()]).ask("How high is Mount Everest?", route=["facts"])
+    answer = Agent(FakeLLM(reply), [facts()], settings=COT).ask("How high is Mount Everest?", route=["facts"])
     assert answer.text == REFUSAL and answer.citations == []
     assert "racehorse" in answer.withheld
     assert any("does not appear to support" in w for w in answer.warnings)
@@ -77,13 +80,13 @@ def test_an_unsupported_answer_is_withheld_and_kept() -> None:
 
 def test_refusal_can_be_turned_off() -> None:
     reply = "Reasoning: none.\nAnswer: Mount Everest was named after a racehorse in 1999 [1]."
-    agent = Agent(FakeLLM(reply), [facts()], settings=AgentSettings(refuse_unsupported=False))
+    agent = Agent(FakeLLM(reply), [facts()], settings=AgentSettings(refuse_unsupported=False, reader="cot"))
     answer = agent.ask("How high is Mount Everest?", route=["facts"])
     assert "racehorse" in answer.text and answer.citations[0].supported is False
 
 
 def test_the_models_own_refusal_is_not_overridden() -> None:
-    answer = Agent(FakeLLM(f"Reasoning: nothing.\nAnswer: {REFUSAL}"), [facts()]).ask("Who built Everest?", route=["facts"])
+    answer = Agent(FakeLLM(f"Reasoning: nothing.\nAnswer: {REFUSAL}"), [facts()], settings=COT).ask("Who built Everest?", route=["facts"])
     assert answer.text == REFUSAL and answer.withheld == ""
 
 
@@ -100,7 +103,7 @@ def test_reretrieval_reformulates_once_and_answers_from_the_new_passage() -> Non
         number = next(line.split("]")[0][1:] for line in prompt.splitlines() if line.startswith("[") and "Everest" in line)
         return f"Reasoning: found it.\nAnswer: Mount Everest is 8,849 metres high [{number}]."
 
-    agent = Agent(FakeLLM(respond), [src], settings=AgentSettings(max_steps=2, top_k=1))
+    agent = Agent(FakeLLM(respond), [src], settings=AgentSettings(max_steps=2, top_k=1, reader="cot"))
     events = list(agent.stream("How far away is the peak of the tallest mountain from the tides?", route=["facts"]))
     steps = [e.step for e in events if isinstance(e, StepEvent)]
     answer = events[-1].answer
@@ -378,7 +381,7 @@ def test_evaluate_qa_compares_modes() -> None:
             return "Reasoning: [1].\nAnswer: the Moon [1]."
         return "Reasoning: I think.\nAnswer: about 9000 metres"
 
-    agent = Agent(FakeLLM(respond), [facts()])
+    agent = Agent(FakeLLM(respond), [facts()], settings=COT)
     always = evaluate_qa(agent, items, "always", "facts")
     never = evaluate_qa(agent, items, "never", "facts")
     assert always.exact_match == 1.0 and always.citation_precision == 1.0 and always.retrieval_rate == 1.0

@@ -120,8 +120,10 @@ def score_sentences(
     sents: list[Sentence],
     passages: Sequence[Passage],
     embedder: Any | None = None,
+    embed_top: int = 12,
 ) -> list[Sentence]:
-    """Score in place and return the sentences best first."""
+    """Score in place and return the sentences best first. With an `embedder`, the `embed_top`
+    lexically best are re-scored with its similarity to the question."""
     if not sents:
         return []
     q_terms = [t for t in dict.fromkeys(question_terms(question)) if t not in _WEAK] or question_terms(question)
@@ -133,13 +135,6 @@ def score_sentences(
     idf = {t: math.log(1 + (n - df.get(t, 0) + 0.5) / (df.get(t, 0) + 0.5)) for t in q_terms}
     total = sum(idf.values()) or 1.0
     kind = answer_type(question)
-    sims = None
-    if embedder is not None:
-        import numpy as np
-
-        q = np.asarray(embedder.embed_query(question), dtype=np.float32)
-        m = np.asarray(embedder.embed_documents([s.text for s in sents]), dtype=np.float32)
-        sims = m @ q
     for i, s in enumerate(sents):
         local = sum(idf[t] for t in q_terms if t in sent_terms[i]) / total
         context = sum(idf[t] for t in q_terms if t in passage_terms[s.passage]) / total
@@ -147,11 +142,25 @@ def score_sentences(
         new = len(sent_terms[i] - set(q_terms))
         novelty = min(1.0, new / 4)
         score = 0.6 * local + 0.15 * context + 0.15 * _type_fit(kind, s.text, question) + 0.05 * novelty
-        score += 0.05 / (1 + s.passage)  # the retriever's order as a tie-breaker
-        if sims is not None:
-            score = 0.6 * score + 0.4 * float(sims[i])
-        s.score = round(score, 6)
-    return sorted(sents, key=lambda s: -s.score)
+        score += 0.15 / (1 + s.passage)  # the retriever's order counts
+        s.score = score
+    ranked = sorted(sents, key=lambda s: -s.score)
+    if embedder is not None:
+        # Meaning as well as words, for the lexically best few (encoding every sentence of five
+        # passages would cost more than the model's whole prompt).
+        import numpy as np
+
+        head = ranked[:embed_top]
+        q = np.asarray(embedder.embed_query(question), dtype=np.float32)
+        sims = np.asarray(embedder.embed_documents([s.text for s in head]), dtype=np.float32) @ q
+        for s, sim in zip(head, sims):
+            s.score = 0.6 * s.score + 0.4 * float(sim)
+        for s in ranked[embed_top:]:
+            s.score *= 0.6
+        ranked.sort(key=lambda s: -s.score)
+    for s in ranked:
+        s.score = round(s.score, 6)
+    return ranked
 
 
 @dataclass
@@ -186,10 +195,12 @@ def focus(
     for s in sents:
         by_passage.setdefault(s.passage, []).append(s)
     chosen: dict[int, set[int]] = {}
-    for s in ranked[:top]:
+    for rank, s in enumerate(ranked[:top]):
         siblings = by_passage[s.passage]
         j = next(k for k, x in enumerate(siblings) if x.start == s.start)
-        for k in range(max(0, j - neighbours), min(len(siblings), j + neighbours + 1)):
+        # The best sentence with its neighbours (its pronouns lean on them); the rest alone.
+        reach = neighbours if rank == 0 else 0
+        for k in range(max(0, j - reach), min(len(siblings), j + reach + 1)):
             chosen.setdefault(s.passage, set()).add(k)
     windows: dict[int, list[tuple[int, int]]] = {}
     for i, ks in chosen.items():
@@ -207,3 +218,27 @@ def focus(
     shown = [s for s in ranked if any(a <= s.start and s.end <= b for a, b in windows.get(s.passage, []))
              and not s.text.rstrip("\"'”’) ").endswith("?") and not _FORGED.match(s.text)]
     return Focus(ranked, windows, shown[:max_candidates])
+
+
+class SentenceEncoder:
+    """An embedder with an in-process cache of sentence vectors: the same passages come back
+    question after question, and a sentence is encoded once."""
+
+    def __init__(self, embedder: Any, size: int = 20_000) -> None:
+        self.embedder = embedder
+        self.size = size
+        self._cache: dict[str, Any] = {}
+
+    def embed_query(self, text: str) -> Any:
+        return self.embedder.embed_query(text)
+
+    def embed_documents(self, texts: Sequence[str]) -> Any:
+        import numpy as np
+
+        todo = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if todo:
+            if len(self._cache) + len(todo) > self.size:
+                self._cache.clear()
+            for t, v in zip(todo, np.asarray(self.embedder.embed_documents(todo), dtype=np.float32)):
+                self._cache[t] = v
+        return np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, 1), np.float32)

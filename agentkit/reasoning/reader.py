@@ -87,16 +87,15 @@ def _literal(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def quote_grammar(shown: Sequence[tuple[int, str]], answer_chars: int = 160) -> str:
-    """GBNF: `Quote: [n] "<one of the shown sentences>"` then `Answer: …`, or `Quote: none`.
-    `shown` holds (marker, sentence as displayed)."""
-    alternatives = " | ".join(_literal(f'[{n}] "{text}"') for n, text in shown)
-    rules = [
+def quote_grammar(shown: Sequence[tuple[int, str]], answer_chars: int = 80) -> str:
+    """GBNF: `Quote: [n] "<one of the shown sentences, verbatim>"` then `Answer: <short text>`, or
+    `Quote: none`. `shown` holds (marker, sentence as displayed)."""
+    alternatives = " | ".join(_literal(f'[{n}] "{text}"') for n, text in shown) or '"none"'
+    return "\n".join([
         'root ::= "Quote: " (quoted "\\nAnswer: " answer | "none")',
-        f"quoted ::= {alternatives}" if shown else 'quoted ::= "none"',
+        f"quoted ::= {alternatives}",
         f"answer ::= [^\\n\\[\\]] [^\\n\\[\\]]{{0,{answer_chars - 1}}}",
-    ]
-    return "\n".join(rules) + "\n"
+    ]) + "\n"
 
 
 @dataclass
@@ -164,6 +163,16 @@ def locate(quote: str, text: str) -> tuple[int, int] | None:
     return (m.start(), m.end()) if m else None
 
 
+def _locate_words(claim: str, quote: str) -> tuple[int, int] | None:
+    """`locate`, ignoring case and the punctuation around words."""
+    clean = [re.escape(w.strip(".,;:!?\"'()“”‘’")) for w in claim.split()]
+    clean = [w for w in clean if w]
+    if not clean:
+        return None
+    m = re.search(r"(?<!\w)" + r"\W+".join(clean) + r"(?!\w)", quote, re.I)
+    return (m.start(), m.end()) if m else None
+
+
 def _squash(text: str) -> str:
     return " ".join(text.replace("“", '"').replace("”", '"').split()).strip(" \"'").lower()
 
@@ -190,8 +199,8 @@ class ReadingPlan:
     #: Why the best sentence does not answer the question (empty = it may).
     gaps: list[str]
 
-    def grammar(self) -> str:
-        return quote_grammar([(self.markers[c.passage], fence(c.text)) for c in self.candidates])
+    def grammar(self, choices: int = 1) -> str:
+        return quote_grammar([(self.markers[c.passage], fence(c.text)) for c in self.candidates[:choices]])
 
     def citation(self, sentence: Sentence, claim: str, support: float) -> Citation:
         passage = self.ranked[sentence.passage]
@@ -262,16 +271,18 @@ def interpret(reply: str, plan: ReadingPlan, support: Callable[[str, str], float
         if kind != "other" and _type_fit(kind, quote, plan.question) and not _type_fit(kind, claim, plan.question):
             problem = f"the question asks for a {kind} and the model's answer {_short(claim)!r} gives none"
     score = 1.0
-    if not problem and support is not None:
-        score = support(claim, quote)
-        if score < threshold:
-            problem = f"the model's answer {_short(claim)!r} is not supported by its quote (support {score:.2f})"
+    claim = claim.strip(" .,;:")
+    if not problem and _locate_words(claim, quote) is None:
+        # A small model paraphrases into error: an answer must be words copied from its quote.
+        score = support(claim, quote) if support is not None else 0.0
+        problem = f"the model's answer {_short(claim)!r} is not copied from its quote (support {score:.2f})"
     if problem:
         notes.append(problem + "; the quoted source sentence is shown instead")
         citation = plan.citation(chosen, quote, 1.0)
         return Reading(f"The sources say: “{quote}” [{citation.marker}]", "extractive", [citation], notes, withheld=claim)
     citation = plan.citation(chosen, claim, score)
-    return Reading(f"{claim} [{citation.marker}]", "model", [citation], notes)
+    # The short answer with the sentence it comes from: the reader sees both, and can check.
+    return Reading(f"{claim} — “{quote}” [{citation.marker}]", "model", [citation], notes)
 
 
 _REFUSAL_LIKE = re.compile(
