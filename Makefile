@@ -42,3 +42,4 @@ bench:  ## print the benchmark tables (not part of the tests)
 	$(PYTHON) bench/frameworks.py
 	$(PYTHON) bench/server.py
 	$(PYTHON) bench/adapters.py
+	$(PYTHON) bench/reader.py

@@ -538,7 +538,10 @@ class Agent:
         else:
             messages = template.render(history, question=question_fit, passages=plan.shown)
             reply: list[str] = []
-            yield from self._generate(messages, answer, reply, grammar=plan.grammar(s.quote_choices))
+            # The forced quote does not eat into the answer's max_tokens.
+            quoted = max(self.llm.count_tokens(c.text) for c in plan.candidates[: s.quote_choices]) + 8
+            yield from self._generate(messages, answer, reply, grammar=plan.grammar(s.quote_choices),
+                                      max_tokens=s.max_tokens + quoted)
             support = None if s.verify == "off" else self._verifier().support
             reading = reader.interpret(reply[0], plan, support, s.support_threshold)
         answer.text, answer.kind, answer.citations, answer.withheld = (
@@ -586,7 +589,8 @@ class Agent:
     # --- generation, the citation check and re-retrieval ------------------------------------------
 
     def _generate(
-        self, messages: list[Message], answer: Answer, out: list[str], grammar: str | None = None
+        self, messages: list[Message], answer: Answer, out: list[str], grammar: str | None = None,
+        max_tokens: int | None = None,
     ) -> Iterator[Event]:
         """Stream one reply; its text is appended to `out`. Closing the stream stops the model.
         A `grammar` the backend cannot honour is dropped (the reply is then checked as text)."""
@@ -594,7 +598,7 @@ class Agent:
         if grammar is not None and self._no_grammar:
             grammar = None
         options = GenerationOptions(
-            max_tokens=s.max_tokens, temperature=0.0 if grammar else s.temperature,
+            max_tokens=max_tokens or s.max_tokens, temperature=0.0 if grammar else s.temperature,
             repeat_penalty=1.0 if grammar else s.repeat_penalty, adapters=answer.adapters or None, grammar=grammar,
         )
         pieces: list[str] = []

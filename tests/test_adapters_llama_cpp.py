@@ -90,6 +90,7 @@ def test_the_route_picks_the_adapter_on_the_real_model(llm: LlamaCppLLM) -> None
     agent = Agent(llm, [docs, notes], adapters={"noisy": AdapterSpec(path="unused", sources=["docs"])})
     agent.settings.max_tokens = 40
     agent.settings.refuse_unsupported = False
+    agent.settings.reader = "cot"  # the model's own words, not a quote the two runs share
     with_adapter = agent.ask("Which colours does a rainbow show?", route=["docs"])
     assert with_adapter.adapters == {"noisy": 1.0} and llm.active_adapters == {"noisy": 1.0}
     without = agent.ask("Which colours does a rainbow show?", route=["notes"])
