@@ -8,6 +8,7 @@ import random
 import re
 import statistics
 import string
+import unicodedata
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -80,9 +81,14 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
 def normalize(text: str) -> str:
+    """SQuAD's normalisation (lower case, no punctuation, no articles), with Unicode punctuation
+    (“curly quotes”, dashes) removed like ASCII's: a quoted answer must still match its words."""
     text = text.lower()
-    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = "".join(ch for ch in text if ch not in _PUNCT and not unicodedata.category(ch).startswith("P"))
     return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+_PUNCT = frozenset(string.punctuation)
 
 
 def exact_match(prediction: str, answers: Sequence[str]) -> float:
@@ -156,8 +162,10 @@ def score_answer(item: QAItem, answer: Answer, latency_ms: float) -> dict[str, A
     judged = [c["correct"] for c in cites if not c["inferred"]] if item.answerable else []
     if item.answerable:
         contains = not abstained and contains_answer(text, item.answers)
-        em = 0.0 if abstained else exact_match(text, item.answers)
-        f1 = 0.0 if abstained else token_f1(text, item.answers)
+        # A quote reader's answer is "short — “quote”": its short answer is what EM and F1 judge.
+        short = answer.citations[0].sentence if answer.kind == "model" and answer.citations else text
+        em = 0.0 if abstained else exact_match(short, item.answers)
+        f1 = 0.0 if abstained else token_f1(short, item.answers)
         wrong = not abstained and not contains and any(c.supported is True for c in answer.citations)
     else:
         contains, wrong = None, None

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from agentkit.config import AgentSettings
 from agentkit import Agent
 from agentkit.cli import cli
 from agentkit.errors import InputError
@@ -147,7 +148,7 @@ def test_real_agent_with_fake_llm_and_memory_source() -> None:
 
     items = [QAItem("What causes tides?", ["the Moon"], ["tides"]), QAItem("Who discovered penicillin?", [])]
     records: list[dict] = []
-    report = evaluate_qa(Agent(FakeLLM(respond), [src]), items, "always", "facts", on_record=records.append)
+    report = evaluate_qa(Agent(FakeLLM(respond), [src], settings=AgentSettings(reader="cot")), items, "always", "facts", on_record=records.append)
     assert report.answerable_accuracy == 1.0 and report.citation_precision == 1.0 and report.citations == 1
     assert report.unanswerable_abstention == 1.0 and report.exact_match == 1.0 and report.abstention_rate == 0.5
     assert records[0]["citations"][0]["passage_id"] == "tides#0" and records[0]["citations"][0]["correct"] is True
@@ -288,3 +289,11 @@ def test_cli_needs_corpus_or_source(qa_files: Path) -> None:
     assert code == 2 and "--corpus" in output and "--source" in output
     code, output = run_qa(qa_files, "--source", "nope")
     assert code == 2 and "no source named 'nope'" in output
+
+
+def test_a_quoted_answer_counts_despite_curly_quotes() -> None:
+    from agentkit.eval_qa import contains_answer, normalize
+
+    assert normalize("“Robert Guiscard,” — he said") == "robert guiscard he said"
+    assert contains_answer("The sources say: “Robert Guiscard, an other Norman” [1]", ["Robert Guiscard"])
+    assert not contains_answer("The sources say: “Roberta Guiscardi” [1]", ["Robert Guiscard"])
