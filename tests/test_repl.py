@@ -119,8 +119,8 @@ def test_a_streamed_answer_is_not_printed_twice_and_its_source_is_quoted(capsys:
     repl.run()
     out = lines_of(capsys)
     assert repl.last is not None and repl.last.kind == "model"
-    # The quote reader's reply streamed as it is; agentkit did not change the answer, so no reprint.
-    assert sum(line.startswith("Answer:") for line in out) == 1
+    # The raw reply streamed; the checked answer (short answer with its quote) is printed once.
+    assert sum(repl.last.text in line for line in out) == 1
     heads = [line for line in out if line.strip().startswith("[1] ")]
     assert heads == ["  [1] Install — install#0 (docs)"]
     quote = out[out.index(heads[0]) + 1].strip()

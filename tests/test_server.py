@@ -153,7 +153,7 @@ def test_stream_sends_standard_chunks_and_ends_with_the_extra_field(client: open
         model="agentkit", messages=ask("How do I install agentkit?"), stream=True, stream_options={"include_usage": True}
     )
     content, reasoning, extra, usage = collect(stream)
-    assert content == extra["text"] == "Install agentkit with pip install -e . [1]"
+    assert content == extra["text"] == "Install agentkit with pip install -e — “Install agentkit with pip install -e .” [1]"
     # The quote reader's raw reply is reasoning; only the checked answer is content.
     assert reasoning.startswith('Quote: [1] "Install agentkit') and "\nAnswer: " in reasoning
     assert [c["passage_id"] for c in extra["citations"]] == ["install#0"]

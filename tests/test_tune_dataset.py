@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from agentkit.config import AgentSettings
 from agentkit import Agent
 from agentkit.errors import InputError
 from agentkit.eval_qa import QAItem, contains_answer, evaluate_qa, load_questions
@@ -125,7 +126,8 @@ def test_messages_are_the_agents_prompt(source: MemorySource) -> None:
             return [Passage(**{**p.to_dict(), "score": 2.0 - i}) for i, p in enumerate(shown(source, two))]
 
     llm = FakeLLM()
-    Agent(llm, [Ranked()]).ask(two.question, route=["facts"])
+    # Tune data is written in the chain-of-thought reader's prompt (agent.reader: cot).
+    Agent(llm, [Ranked()], settings=AgentSettings(reader="cot")).ask(two.question, route=["facts"])
     assert [m.to_dict() for m in llm.calls[0][0]] == two.messages
 
 
@@ -373,7 +375,7 @@ def test_eval_qa_citation_precision_uses_gold_ids(tmp_path: Path) -> None:
         number = next(line.split("]")[0][1:] for line in messages[-1].content.splitlines() if line.endswith("] Notes"))
         return f"Reasoning: source [{number}].\nAnswer: the Moon [{number}]."
 
-    agent = Agent(FakeLLM(cite_notes), [src])
+    agent = Agent(FakeLLM(cite_notes), [src], settings=AgentSettings(reader="cot"))
     question = "What causes the tides? Is it the Moon?"
     # The cited passage contains the answer, so without gold ids the citation counts as correct ...
     assert evaluate_qa(agent, [QAItem(question, ["the Moon"])], "always", "facts").citation_precision == 1.0
