@@ -546,8 +546,6 @@ class Agent:
             reading = reader.interpret(reply[0], plan, support, s.support_threshold)
         answer.text, answer.kind, answer.citations, answer.withheld = (
             reading.text, reading.kind, reading.citations, reading.withheld)
-        if reading.kind == "refusal":
-            answer.citations = []
         for note in reading.warnings:
             answer.warnings.append(note)
             yield WarningEvent(note)

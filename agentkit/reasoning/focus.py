@@ -101,7 +101,7 @@ def answer_type(question: str) -> str:
     return "other"
 
 
-def _type_fit(kind: str, text: str, question: str) -> float:
+def type_fit(kind: str, text: str, question: str) -> float:
     """1 when the sentence holds a span of the wanted kind that the question does not already hold."""
     if kind == "date":
         found = set(_YEAR.findall(text)) - set(_YEAR.findall(question))
@@ -141,7 +141,7 @@ def score_sentences(
         # A sentence that only repeats the question has no room for the answer.
         new = len(sent_terms[i] - set(q_terms))
         novelty = min(1.0, new / 4)
-        score = 0.6 * local + 0.15 * context + 0.15 * _type_fit(kind, s.text, question) + 0.05 * novelty
+        score = 0.6 * local + 0.15 * context + 0.15 * type_fit(kind, s.text, question) + 0.05 * novelty
         score += 0.15 / (1 + s.passage)  # the retriever's order counts
         s.score = score
     ranked = sorted(sents, key=lambda s: -s.score)

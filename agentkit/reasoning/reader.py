@@ -243,7 +243,8 @@ def interpret(reply: str, plan: ReadingPlan, support: Callable[[str, str], float
     """Turn the model's `Quote:`/`Answer:` reply into the answer: the model's short answer when its
     quote supports it, else the quote itself ("The sources say: …"), else a refusal."""
     from agentkit.reasoning.citations import REFUSAL
-    from agentkit.reasoning.focus import _type_fit, answer_type
+    from agentkit.reasoning.focus import type_fit, answer_type
+    from agentkit.reasoning.verify import is_refusal
 
     parsed = parse_quoted(reply, plan.candidates, plan.markers, [p.text for p in plan.ranked])
     notes = list(parsed.warnings)
@@ -262,13 +263,13 @@ def interpret(reply: str, plan: ReadingPlan, support: Callable[[str, str], float
     problem = ""
     if not claim:
         problem = "the model gave no short answer"
-    elif is_refusal_like(claim):
+    elif is_refusal(claim):
         problem = f"the model's answer {_short(claim)!r} says it does not know although it quoted a source"
     elif restates(claim, plan.question):
         problem = f"the model's answer {_short(claim)!r} only restates the question"
     else:
         kind = answer_type(plan.question)
-        if kind != "other" and _type_fit(kind, quote, plan.question) and not _type_fit(kind, claim, plan.question):
+        if kind != "other" and type_fit(kind, quote, plan.question) and not type_fit(kind, claim, plan.question):
             problem = f"the question asks for a {kind} and the model's answer {_short(claim)!r} gives none"
     score = 1.0
     claim = claim.strip(" .,;:")
@@ -283,15 +284,3 @@ def interpret(reply: str, plan: ReadingPlan, support: Callable[[str, str], float
     citation = plan.citation(chosen, claim, score)
     # The short answer with the sentence it comes from: the reader sees both, and can check.
     return Reading(f"{claim} — “{quote}” [{citation.marker}]", "model", [citation], notes)
-
-
-_REFUSAL_LIKE = re.compile(
-    r"\b(?:no information|not (?:mentioned|provided|stated|given|specified|known)|could not find|cannot (?:be )?"
-    r"(?:determined|found|answer)|do(?:es)? not (?:say|know|mention|contain|state)|don't know|unknown|no answer)\b",
-    re.I,
-)
-
-
-def is_refusal_like(text: str) -> bool:
-    """A reply that says the answer is missing: never an answer, never support."""
-    return bool(_REFUSAL_LIKE.search(text))

@@ -134,7 +134,7 @@ class LexicalVerifier:
         return self.assess(claim, evidence).veto == "contradiction"
 
     def assess(self, claim: str, evidence: str) -> Assessment:
-        if _REFUSAL.search(_fold(claim)):
+        if is_refusal(claim):
             return Assessment(0.0, 0.0, "refusal")
         c, names, openers = _analyse(_strip_list_marker(claim), claim_side=True)
         if not c.terms and not c.numbers:
@@ -281,6 +281,12 @@ def check_citations(citations: Sequence[Citation], verifier: Verifier, threshold
 
 
 # --- text analysis -------------------------------------------------------------------------------
+
+
+def is_refusal(text: str) -> bool:
+    """Text that says the answer is missing ("I could not find…", "not mentioned in the sources"):
+    never an answer, never support."""
+    return bool(_REFUSAL.search(_fold(text)))
 
 
 def _fold(text: str) -> str:
