@@ -15,7 +15,7 @@ import pytest
 from agentkit.errors import IngestError, SourceUnavailable
 from agentkit.ingest.chunking import chunk_document, regex_tokenize
 from agentkit.ingest.loaders import IngestFailure, find_files, load_path
-from agentkit.ingest.pipeline import ingest
+from agentkit.ingest.pipeline import delete_documents, ingest
 from agentkit.knowledge.memory import MemorySource
 from agentkit.types import Document, Passage
 
@@ -338,3 +338,317 @@ def test_scifact_first_200_documents() -> None:
     chunks = [c for d in docs for c in chunk_document(d)]
     assert all(c.uri == f"doc://{c.doc_id}#chunk={c.metadata['chunk']}" for c in chunks)
     assert all(c.text == d.text[c.metadata["start"] : c.metadata["end"]] for d in docs for c in chunk_document(d))
+
+
+# --- crash consistency (issue 12, item 1) -----------------------------------------------------
+
+
+class Killed(BaseException):
+    """Stands for kill -9: a BaseException, so no `except Exception` on the way can tidy up."""
+
+
+class CrashingSource(MemorySource):
+    """A MemorySource that dies before its `crash_at`-th write (add or delete call)."""
+
+    def __init__(self, name: str = "docs") -> None:
+        super().__init__(name)
+        self.crash_at: int | None = None
+        self.writes = 0
+
+    def _tick(self) -> None:
+        if self.crash_at is not None and self.writes >= self.crash_at:
+            raise Killed(f"killed before write {self.writes}")
+        self.writes += 1
+
+    def add(self, passages: Sequence[Passage]) -> None:
+        self._tick()
+        super().add(passages)
+
+    def delete(self, ids: Sequence[str]) -> None:
+        self._tick()
+        super().delete(ids)
+
+
+class Unlisted(CrashingSource):
+    """The same without `ids_where`: only the manifest in chunk 0 can tell which chunks exist."""
+
+    ids_where = None  # type: ignore[assignment]
+
+
+def snapshot(source: MemorySource) -> dict[str, tuple[str, str, dict[str, object]]]:
+    return {pid: (p.text, p.title, p.metadata) for pid, p in source._passages.items()}
+
+
+def clean_ingest(folder: Path) -> dict[str, tuple[str, str, dict[str, object]]]:
+    ref = MemorySource("docs")
+    ingest([folder], ref, chunk_tokens=40, overlap=8, batch_size=4, progress=False)
+    return snapshot(ref)
+
+
+@pytest.mark.parametrize("kind", [CrashingSource, Unlisted])
+def test_a_kill_at_any_write_converges_to_a_clean_ingest(tmp_path: Path, kind: type[CrashingSource]) -> None:
+    """The probe's case: small doc.txt ingested; a much larger version killed mid-ingest; the
+    small one restored and ingested again. Before, the rerun said "1 unchanged" over chunks of
+    the aborted version, and `delete` left orphans."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    doc, other = folder / "doc.txt", folder / "other.md"
+    small, large = sentences(12, "small"), sentences(60, "large")
+    other.write_text("# Other\n\n" + sentences(10, "other"), encoding="utf-8")
+
+    def run(source: CrashingSource) -> None:
+        ingest([folder], source, chunk_tokens=40, overlap=8, batch_size=4, progress=False)
+
+    doc.write_text(large, encoding="utf-8")
+    clean_large = clean_ingest(folder)
+    probe = kind()
+    doc.write_text(small, encoding="utf-8")
+    run(probe)
+    probe.writes = 0
+    doc.write_text(large, encoding="utf-8")
+    run(probe)
+    writes = probe.writes  # every write of the large re-ingest is a crash point
+    assert writes >= 5
+
+    for crash_at in range(writes):
+        source = kind()
+        doc.write_text(small, encoding="utf-8")
+        run(source)
+        clean_small = snapshot(source)
+        doc.write_text(large, encoding="utf-8")
+        source.writes, source.crash_at = 0, crash_at
+        with pytest.raises(Killed):
+            run(source)
+        source.crash_at = None
+
+        # Either rerun converges: the restored small version, or the large one again.
+        doc.write_text(small, encoding="utf-8")
+        run(source)
+        assert snapshot(source) == clean_small, f"crash before write {crash_at}"
+
+        doc.write_text(large, encoding="utf-8")
+        source.writes, source.crash_at = 0, crash_at
+        with pytest.raises(Killed):
+            run(source)
+        source.crash_at = None
+        run(source)
+        assert snapshot(source) == clean_large, f"crash before write {crash_at}, then the same ingest"
+
+        # A kill leaves nothing that `delete` would miss.
+        doc.write_text(small, encoding="utf-8")
+        source.writes, source.crash_at = 0, crash_at
+        try:
+            run(source)
+        except Killed:
+            pass
+        source.crash_at = None
+        delete_documents(source, ["doc.txt", "other.md"])
+        assert source.count() == 0, f"crash before write {crash_at}: orphans {sorted(source._passages)}"
+
+
+def test_orphans_without_a_manifest_are_found_by_doc_id(tmp_path: Path) -> None:
+    """A store left inconsistent by an older agentkit (chunks of an aborted version beside an
+    intact chunk 0) is repaired by the next ingest, and `delete` counts what it really removed."""
+    (tmp_path / "doc.txt").write_text(sentences(12), encoding="utf-8")
+    source = MemorySource("docs")
+    ingest([tmp_path], source, chunk_tokens=40, overlap=8, progress=False)
+    clean = snapshot(source)
+    aborted = chunk_document(Document("doc.txt", sentences(60, "aborted"), "doc"), 40, 8)
+    source.add(aborted[1:])  # what the old writer left: body written, chunk 0 not yet
+
+    report = ingest([tmp_path], source, chunk_tokens=40, overlap=8, progress=False)
+
+    assert report.unchanged_documents == 0 and snapshot(source) == clean
+    source.add(aborted[5:])
+    assert delete_documents(source, ["doc.txt", "doc.txt"]) == {"doc.txt": len(clean) + len(aborted) - 5}
+    assert source.count() == 0
+
+
+# --- folder hazards, collisions, prune, NUL, lock (issue 12, items 4, 5, 12) -----------------
+
+
+def test_symlink_loop_fifo_and_device_are_named_and_skipped(tmp_path: Path) -> None:
+    """Before: a symlink loop crashed the run (Path.resolve), a FIFO hung it forever, and a
+    symlink to /dev/zero read until memory ran out."""
+    import os
+
+    (tmp_path / "good.md").write_text("# Good\n\nGood text.", encoding="utf-8")
+    os.symlink("loop_b.txt", tmp_path / "loop_a.txt")
+    os.symlink("loop_a.txt", tmp_path / "loop_b.txt")
+    os.mkfifo(tmp_path / "pipe.txt")
+    os.symlink("/dev/zero", tmp_path / "zero.txt")
+    os.symlink("good.md", tmp_path / "alias.md")  # a link to a regular file is read
+    source = MemorySource("docs")
+
+    report = ingest([tmp_path], source, progress=False)
+
+    reasons = dict(report.failures)
+    assert sorted(reasons) == sorted(str(tmp_path / n) for n in ("loop_a.txt", "loop_b.txt", "pipe.txt", "zero.txt"))
+    assert "symlink loop" in reasons[str(tmp_path / "loop_a.txt")]
+    assert "FIFO" in reasons[str(tmp_path / "pipe.txt")] and "device" in reasons[str(tmp_path / "zero.txt")]
+    assert report.documents == 2 and {p.doc_id for p in source.get(["good.md#0", "alias.md#0"])} == {"good.md", "alias.md"}
+    # Named directly, or read by load_file behind find_files' back, they fail the same way.
+    with pytest.raises(IngestError, match="FIFO"):
+        ingest([tmp_path / "pipe.txt"], source, progress=False)
+    failures: list[IngestFailure] = []
+    from agentkit.ingest.loaders import load_file
+
+    assert list(load_file(tmp_path / "zero.txt", on_error=failures.append)) == []
+    assert "device" in failures[0].reason
+
+
+def test_files_over_the_size_limit_are_skipped_with_the_fix(tmp_path: Path) -> None:
+    (tmp_path / "big.txt").write_text("word " * 300_000, encoding="utf-8")  # 1.5 MB
+    (tmp_path / "small.txt").write_text("Small text.", encoding="utf-8")
+    (tmp_path / "c.jsonl").write_text(
+        json.dumps({"_id": "long", "text": "x " * 700_000}) + "\n" + json.dumps({"_id": "ok", "text": "Fine."}) + "\n",
+        encoding="utf-8",
+    )
+    source = MemorySource("docs")
+
+    report = ingest([tmp_path], source, progress=False, max_file_mb=1)
+
+    reasons = dict(report.failures)
+    assert set(reasons) == {str(tmp_path / "big.txt"), f"{tmp_path / 'c.jsonl'}:1"}
+    why = reasons[str(tmp_path / "big.txt")]
+    assert "1.4 MB" in why and "limit of 1 MB" in why and "ingest.max_file_mb" in why and "--max-file-mb" in why
+    assert {p.doc_id for p in source.get(["small.txt#0", "ok#0"])} == {"small.txt", "ok"}
+    assert ingest([tmp_path], MemorySource(), progress=False, max_file_mb=2).failures == []
+
+
+def test_text_with_nul_bytes_is_skipped_and_named(tmp_path: Path) -> None:
+    """Before: valid UTF-8 with NUL bytes (a binary file, UTF-16 text) was indexed as text."""
+    (tmp_path / "utf16.txt").write_bytes("Hello world".encode("utf-16-le"))
+    (tmp_path / "c.jsonl").write_text('{"_id": "n", "text": "a\\u0000b"}\n{"_id": "ok", "text": "Fine."}\n')
+    source = MemorySource("docs")
+
+    report = ingest([tmp_path], source, progress=False)
+
+    reasons = dict(report.failures)
+    assert set(reasons) == {str(tmp_path / "utf16.txt"), f"{tmp_path / 'c.jsonl'}:1"}
+    assert all("NUL" in why and "UTF-8" in why for why in reasons.values())
+    assert source.count() == 1
+
+
+def test_same_named_files_from_two_folders_do_not_overwrite(tmp_path: Path) -> None:
+    """Before: `ingest projA; ingest projB` (both with README.md) silently replaced A's text."""
+    a, b = tmp_path / "projA", tmp_path / "projB"
+    for folder, word in ((a, "apples"), (b, "bananas")):
+        folder.mkdir()
+        (folder / "README.md").write_text(f"# {folder.name}\n\n{sentences(3, word)}", encoding="utf-8")
+    source = MemorySource("docs")
+    ingest([a], source, progress=False)
+
+    clash = ingest([b], source, progress=False)
+
+    assert source.get(["README.md#0"])[0].title == "projA"  # A is kept
+    assert clash.documents == 0 and clash.chunks_written == 0
+    (where, why), = clash.failures
+    assert where == str(b / "README.md") and str(a / "README.md") in why and "--id-prefix" in why
+    both = ingest([b], source, progress=False, id_prefix="projB/")
+    assert both.documents == 1 and source.get(["projB/README.md#0"])[0].title == "projB"
+    assert source.get(["README.md#0"])[0].title == "projA"
+    # A moved corpus (the old file is gone) still takes its ids over, as before.
+    a.rename(tmp_path / "moved")
+    assert ingest([tmp_path / "moved"], source, progress=False).failures == []
+    assert source.get(["README.md#0"])[0].metadata["path"] == str((tmp_path / "moved" / "README.md").resolve())
+
+
+def test_prune_removes_documents_of_deleted_files(tmp_path: Path) -> None:
+    make_corpus(tmp_path)
+    other = tmp_path.parent / f"{tmp_path.name}-other.md"
+    other.write_text("# Other\n\nOutside the folder.", encoding="utf-8")
+    source = MemorySource("docs")
+    ingest([tmp_path, other], source, chunk_tokens=100, overlap=20, progress=False)
+    other.unlink()  # outside the ingested folder: prune leaves it alone
+    (tmp_path / "intro.md").unlink()
+
+    kept = ingest([tmp_path], source, chunk_tokens=100, overlap=20, progress=False)
+    assert kept.documents_pruned == 0 and source.get(["intro.md#0"])
+
+    report = ingest([tmp_path], source, chunk_tokens=100, overlap=20, progress=False, prune=True)
+
+    assert report.documents_pruned == 1 and "1 document of deleted files pruned" in report.summary()
+    assert {p.doc_id for p in source._passages.values()} == {"notes.txt", "sub/page.html", other.name}
+
+
+def test_ingest_lock_makes_a_second_writer_wait_then_fail_clearly(tmp_path: Path) -> None:
+    """Before: two first ingests into a new data dir raced to create the store (raw Rust error)."""
+    from agentkit.ingest.lock import ingest_lock
+
+    data = tmp_path / "new-data-dir"
+    with ingest_lock(data):
+        with pytest.raises(IngestError, match=r"another agentkit ingest or delete \(pid \d+\) is writing to .*new-data-dir"):
+            with ingest_lock(data, wait=0.3, announce=False):
+                pass
+    with ingest_lock(data, wait=0):  # released: the next writer goes ahead
+        pass
+
+
+def test_cli_delete_with_a_repeated_id_deletes_once(tmp_path: Path) -> None:
+    """Before: `agentkit delete x x` deleted x, then said "x: not in 'docs'" and exited 1."""
+    pytest.importorskip("qdrant_edge")
+    from click.testing import CliRunner
+
+    from agentkit.cli import cli
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data_dir: {tmp_path / 'data'}\nllm: {{backend: fake}}\nsources:\n  docs: {{type: qdrant}}\n")
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "x.md").write_text("# X\n\n" + sentences(40), encoding="utf-8")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--config", str(cfg), "ingest", str(tmp_path / "corpus"), "--no-progress"]).exit_code == 0
+
+    result = runner.invoke(cli, ["--config", str(cfg), "delete", "x.md", "x.md"])
+
+    assert result.exit_code == 0 and result.output.count("x.md: removed") == 1 and "not in" not in result.output
+
+
+_KILLED_INGEST = """
+import os, sys
+from agentkit.ingest.pipeline import ingest
+from agentkit.knowledge.qdrant import QdrantSource
+
+store, folder, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+source = QdrantSource("docs", path=store)
+writes = 0
+for name in ("add", "delete"):
+    def wrapped(items, _real=getattr(source, name)):
+        global writes
+        if writes == kill_at:
+            os._exit(9)  # no flush, no close: as abrupt as kill -9 from Python
+        writes += 1
+        _real(items)
+    setattr(source, name, wrapped)
+ingest([folder], source, chunk_tokens=40, overlap=8, batch_size=4, progress=False)
+source.close()
+"""
+
+
+@pytest.mark.parametrize("kill_at", [1, 3, 6])
+def test_a_killed_process_on_the_embedded_store_converges(tmp_path: Path, kill_at: int) -> None:
+    """The probe's case on the real embedded store, with the process really dying mid-ingest."""
+    pytest.importorskip("qdrant_edge")
+    import subprocess
+    import sys
+
+    from agentkit.knowledge.qdrant import QdrantSource
+
+    folder, store = tmp_path / "corpus", tmp_path / "store"
+    folder.mkdir()
+    doc = folder / "doc.txt"
+    script = tmp_path / "killed_ingest.py"
+    script.write_text(_KILLED_INGEST, encoding="utf-8")
+    doc.write_text(sentences(12, "small"), encoding="utf-8")
+    clean = {pid: text for pid, (text, _, _) in clean_ingest(folder).items()}
+    run = lambda n: subprocess.run([sys.executable, str(script), str(store), str(folder), str(n)], timeout=120).returncode  # noqa: E731
+    assert run(-1) == 0
+    doc.write_text(sentences(60, "large"), encoding="utf-8")
+    assert run(kill_at) == 9
+
+    doc.write_text(sentences(12, "small"), encoding="utf-8")
+    with QdrantSource("docs", path=store) as source:
+        ingest([folder], source, chunk_tokens=40, overlap=8, batch_size=4, progress=False)
+        stored = {p.id: p.text for p in source.get(source.ids_where({}))}
+        assert stored == clean
+        assert delete_documents(source, ["doc.txt"]) == {"doc.txt": len(clean)} and source.count() == 0

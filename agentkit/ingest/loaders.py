@@ -5,15 +5,17 @@ A file or line that cannot be read is reported through `on_error` and skipped; t
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import re
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 from agentkit.errors import IngestError
 from agentkit.types import Document
@@ -29,6 +31,10 @@ SUPPORTED_FORMATS: dict[str, str] = {
     ".htm": "html",
     ".jsonl": "jsonl",
 }
+
+
+#: Default per-file limit: a whole file is read into memory, so a huge or endless one must stop.
+DEFAULT_MAX_FILE_MB = 50.0
 
 
 class IngestFailure(NamedTuple):
@@ -53,8 +59,10 @@ class FileSet:
     files: list[Path] = field(default_factory=list)
     #: Files in a folder whose extension no loader handles; not an error, but counted.
     unsupported: list[Path] = field(default_factory=list)
-    #: Folders that could not be listed.
+    #: Folders that could not be listed, and entries that are not regular files.
     failures: list[IngestFailure] = field(default_factory=list)
+    #: True when the path was a folder (only then can a missing file mean it was deleted).
+    folder: bool = False
 
 
 def supported_list() -> str:
@@ -68,6 +76,14 @@ def find_files(path: str | os.PathLike[str]) -> FileSet:
     asking for one file explicitly and silently getting nothing would hide a mistake.
     """
     p = Path(path)
+    try:
+        mode = os.stat(p).st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise IngestError(f"{p} is a symlink loop; point it at a real file or folder") from None
+        mode = None
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise IngestError(f"{p} is {_kind(mode)}, not a regular file or folder; only regular files are read")
     if p.is_file():
         if p.suffix.lower() not in SUPPORTED_FORMATS:
             raise IngestError(
@@ -78,7 +94,7 @@ def find_files(path: str | os.PathLike[str]) -> FileSet:
     if not p.is_dir():
         raise IngestError(f"{p} does not exist; pass a file or folder of {supported_list()} files")
 
-    found = FileSet(root=p)
+    found = FileSet(root=p, folder=True)
 
     def unreadable(exc: OSError) -> None:
         found.failures.append(IngestFailure(str(exc.filename or p), f"cannot list folder: {exc.strerror or exc}"))
@@ -90,21 +106,37 @@ def find_files(path: str | os.PathLike[str]) -> FileSet:
             if name.startswith("."):
                 continue
             f = Path(dirpath, name)
-            (found.files if f.suffix.lower() in SUPPORTED_FORMATS else found.unsupported).append(f)
+            if f.suffix.lower() not in SUPPORTED_FORMATS:
+                found.unsupported.append(f)
+                continue
+            # Symlinks to files are followed (os.walk does not descend into linked folders, so a
+            # folder loop cannot occur); a link loop, a FIFO or a device is named and skipped here,
+            # before anything would block on it or read it forever.
+            try:
+                mode = os.stat(f).st_mode
+            except OSError as exc:
+                found.failures.append(IngestFailure(str(f), _os_reason(exc)))
+                continue
+            if not stat.S_ISREG(mode):
+                found.failures.append(IngestFailure(str(f), _not_regular(mode)))
+                continue
+            found.files.append(f)
     # Sort on the relative path's parts so the order is the same on every platform.
     found.files.sort(key=lambda f: f.relative_to(p).parts)
     found.unsupported.sort(key=lambda f: f.relative_to(p).parts)
     return found
 
 
-def load_path(path: str | os.PathLike[str], *, on_error: OnError | None = None) -> Iterator[Document]:
+def load_path(
+    path: str | os.PathLike[str], *, on_error: OnError | None = None, max_file_mb: float = DEFAULT_MAX_FILE_MB
+) -> Iterator[Document]:
     """Every document under `path`, in sorted file order; failures go to `on_error` (default: logged)."""
     files = find_files(path)
     report = on_error or _log_failure
     for failure in files.failures:
         report(failure)
     for f in files.files:
-        yield from load_file(f, root=files.root, on_error=report)
+        yield from load_file(f, root=files.root, on_error=report, max_file_mb=max_file_mb)
 
 
 def load_file(
@@ -112,31 +144,49 @@ def load_file(
     *,
     root: str | os.PathLike[str] | None = None,
     on_error: OnError | None = None,
+    max_file_mb: float = DEFAULT_MAX_FILE_MB,
 ) -> Iterator[Document]:
     """The documents in one file: one per file, or one per line for .jsonl.
 
     Ids of whole-file documents are the path relative to `root` (default: the file's folder),
-    with `/` separators, so re-ingesting the same tree gives the same ids.
+    with `/` separators, so re-ingesting the same tree gives the same ids. Only regular files are
+    read; a whole file over `max_file_mb` (for .jsonl: a line over it) is skipped and named.
     """
     p = Path(path)
     report = on_error or _log_failure
     fmt = SUPPORTED_FORMATS.get(p.suffix.lower())
     if fmt is None:
         raise IngestError(f"{p}: unsupported file type; agentkit ingest reads: {supported_list()}")
-    absolute = p.resolve()
-    if fmt == "jsonl":
-        yield from _load_jsonl(p, absolute, report)
+    max_bytes = int(max_file_mb * 1024 * 1024)
+    opened = _open_regular(p, report)
+    if opened is None:
         return
-
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        report(IngestFailure(str(p), f"cannot read: {exc.strerror or exc}"))
+    handle, size = opened
+    # realpath, unlike Path.resolve() on Python 3.11, never raises on a symlink loop.
+    absolute = Path(os.path.realpath(p))
+    with handle:
+        if fmt == "jsonl":
+            yield from _load_jsonl(p, handle, absolute, report, max_bytes, max_file_mb)
+            return
+        if size > max_bytes:
+            report(IngestFailure(str(p), _too_big(size, max_file_mb)))
+            return
+        try:
+            # One byte past the limit: a file that grows while read (or lies about its size) stops.
+            raw = handle.read(max_bytes + 1)
+        except OSError as exc:
+            report(IngestFailure(str(p), f"cannot read: {exc.strerror or exc}"))
+            return
+    if len(raw) > max_bytes:
+        report(IngestFailure(str(p), _too_big(len(raw), max_file_mb)))
         return
     try:
         text = _decode(raw)
     except UnicodeDecodeError as exc:
         report(IngestFailure(str(p), _decode_reason(exc)))
+        return
+    if "\0" in text:
+        report(IngestFailure(str(p), _nul_reason(text)))
         return
 
     base = Path(root) if root is not None else p.parent
@@ -159,6 +209,63 @@ def load_file(
     yield Document(id=doc_id, text=text, title=title, metadata=metadata)
 
 
+def _open_regular(p: Path, report: OnError) -> tuple[BinaryIO, int] | None:
+    """`p` opened for reading and its size, or None (reported) when it is not a regular file.
+
+    O_NONBLOCK keeps open() of a FIFO from waiting for a writer; fstat on the open descriptor
+    then tells what was really opened, whatever a symlink pointed at.
+    """
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        report(IngestFailure(str(p), _os_reason(exc)))
+        return None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        report(IngestFailure(str(p), _not_regular(st.st_mode)))
+        return None
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb"), st.st_size
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return "not a regular file"
+
+
+def _not_regular(mode: int) -> str:
+    return f"{_kind(mode)}, not a regular file; only regular files are read"
+
+
+def _os_reason(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symlink loop; fix or remove the link"
+    if exc.errno == errno.ENOENT:
+        return "broken symlink (its target does not exist)"
+    return f"cannot read: {exc.strerror or exc}"
+
+
+def _too_big(size: int | None, max_file_mb: float) -> str:
+    # A long .jsonl line is read past without being held, so its size is not known (None).
+    what = "the line is longer than the" if size is None else f"the file is {size / 1024 / 1024:,.1f} MB, over the"
+    return f"{what} limit of {max_file_mb:g} MB per file; raise ingest.max_file_mb in the config or pass --max-file-mb"
+
+
+def _nul_reason(text: str) -> str:
+    return (
+        f"contains NUL characters (first at character {text.index(chr(0))}): a binary file, or UTF-16 "
+        f"text; convert it to UTF-8 text"
+    )
+
+
 def _decode(raw: bytes) -> str:
     # utf-8-sig drops a byte-order mark that editors on Windows like to add.
     return raw.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
@@ -172,51 +279,67 @@ def _decode_reason(exc: UnicodeDecodeError) -> str:
 # --- BEIR .jsonl ------------------------------------------------------------------------------
 
 
-def _load_jsonl(p: Path, absolute: Path, report: OnError) -> Iterator[Document]:
+def _lines(handle: BinaryIO, max_bytes: int) -> Iterator[bytes | None]:
+    """The lines of `handle`, None for one longer than `max_bytes` (it is read past, never held)."""
+    while True:
+        raw = handle.readline(max_bytes + 1)
+        if not raw:
+            return
+        if len(raw) > max_bytes and not raw.endswith(b"\n"):
+            while raw and not raw.endswith(b"\n"):
+                raw = handle.readline(max_bytes + 1)
+            yield None
+            continue
+        yield raw
+
+
+def _load_jsonl(
+    p: Path, handle: BinaryIO, absolute: Path, report: OnError, max_bytes: int, max_file_mb: float
+) -> Iterator[Document]:
     """One document per line: `_id` (or `id`), `title`, `text`; other keys become metadata."""
-    try:
-        handle = p.open("rb")
-    except OSError as exc:
-        report(IngestFailure(str(p), f"cannot read: {exc.strerror or exc}"))
-        return
-    with handle:
-        # Lines are decoded one by one so that a bad line costs that line, not the file.
-        for lineno, raw in enumerate(handle, 1):
-            where = f"{p}:{lineno}"
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw.decode("utf-8-sig"))
-            except UnicodeDecodeError as exc:
-                report(IngestFailure(where, _decode_reason(exc)))
-                continue
-            except json.JSONDecodeError as exc:
-                report(IngestFailure(where, f"not valid JSON: {exc.msg} at column {exc.colno}"))
-                continue
-            if not isinstance(record, dict):
-                report(IngestFailure(where, f"expected a JSON object, got {type(record).__name__}"))
-                continue
-            doc_id = record.pop("_id", None)
-            if doc_id is None:
-                doc_id = record.pop("id", None)
-            if doc_id is None or str(doc_id).strip() == "":
-                report(IngestFailure(where, 'the record has no "_id" (or "id")'))
-                continue
-            text = record.pop("text", "")
-            title = record.pop("title", "")
-            if not isinstance(text, str) or not isinstance(title, str):
-                report(IngestFailure(where, '"text" and "title" must be strings'))
-                continue
-            metadata: dict[str, Any] = {}
-            # BEIR corpora carry an (often empty) "metadata" object; flatten it into ours.
-            extra = record.pop("metadata", None)
-            if isinstance(extra, dict):
-                metadata.update(extra)
-            elif extra is not None:
-                metadata["metadata"] = extra
-            metadata.update(record)
-            metadata.update({"path": str(absolute), "format": "jsonl", "line": lineno})
-            yield Document(id=str(doc_id), text=text, title=title, metadata=metadata)
+    # Lines are decoded one by one so that a bad line costs that line, not the file.
+    for lineno, raw in enumerate(_lines(handle, max_bytes), 1):
+        where = f"{p}:{lineno}"
+        if raw is None:
+            report(IngestFailure(where, _too_big(None, max_file_mb)))
+            continue
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw.decode("utf-8-sig"))
+        except UnicodeDecodeError as exc:
+            report(IngestFailure(where, _decode_reason(exc)))
+            continue
+        except json.JSONDecodeError as exc:
+            report(IngestFailure(where, f"not valid JSON: {exc.msg} at column {exc.colno}"))
+            continue
+        if not isinstance(record, dict):
+            report(IngestFailure(where, f"expected a JSON object, got {type(record).__name__}"))
+            continue
+        doc_id = record.pop("_id", None)
+        if doc_id is None:
+            doc_id = record.pop("id", None)
+        if doc_id is None or str(doc_id).strip() == "":
+            report(IngestFailure(where, 'the record has no "_id" (or "id")'))
+            continue
+        text = record.pop("text", "")
+        title = record.pop("title", "")
+        if not isinstance(text, str) or not isinstance(title, str):
+            report(IngestFailure(where, '"text" and "title" must be strings'))
+            continue
+        if "\0" in text or "\0" in title:
+            report(IngestFailure(where, _nul_reason(title + text)))
+            continue
+        metadata: dict[str, Any] = {}
+        # BEIR corpora carry an (often empty) "metadata" object; flatten it into ours.
+        extra = record.pop("metadata", None)
+        if isinstance(extra, dict):
+            metadata.update(extra)
+        elif extra is not None:
+            metadata["metadata"] = extra
+        metadata.update(record)
+        metadata.update({"path": str(absolute), "format": "jsonl", "line": lineno})
+        yield Document(id=str(doc_id), text=text, title=title, metadata=metadata)
 
 
 # --- Markdown ---------------------------------------------------------------------------------

@@ -40,6 +40,16 @@ class WritableSource(KnowledgeSource, Protocol):
     def count(self) -> int: ...
 
 
+@runtime_checkable
+class ScannableSource(Protocol):
+    """A source that can list stored passages by metadata. Ingestion uses it to find every chunk
+    of a document by its `doc_id`, including orphans that no recorded chunk count points to."""
+
+    def ids_where(self, filters: Filters) -> list[str]:
+        """Ids of every stored passage whose metadata matches `filters`, in no particular order."""
+        ...
+
+
 def is_writable(source: KnowledgeSource) -> bool:
     return isinstance(source, WritableSource)
 

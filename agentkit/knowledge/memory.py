@@ -90,6 +90,10 @@ class MemorySource:
     def count(self) -> int:
         return len(self._passages)
 
+    def ids_where(self, filters: Filters) -> list[str]:
+        with self._lock:
+            return [pid for pid, p in self._passages.items() if matches(p.metadata, filters)]
+
     def search(self, query: str, k: int = 5, filters: Filters | None = None) -> list[Passage]:
         qterms = set(terms(query))
         if not qterms or k <= 0:
