@@ -10,10 +10,9 @@ import asyncio
 import hashlib
 import itertools
 import json
+import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -85,10 +84,15 @@ class Agent:
             raise InputError(f"{PARAMETRIC!r} is reserved for the model's own knowledge; rename that source")
         self.router: Router = router or SimpleRouter()
         self.settings = settings or AgentSettings()
+        for source in self.sources.values():
+            # Let a server's client give up within the agent's bound too, with its own, more
+            # precise error (and without a request left running after the agent moved on).
+            cap = getattr(source, "cap_timeout", None)
+            if callable(cap):
+                cap(self.settings.source_timeout)
         self.config = config
         #: The model as a knowledge tool: consulted for a draft when a route mixes it with sources.
         self.parametric = ParametricSource(llm)
-        self._pool: ThreadPoolExecutor | None = None
         #: Set when the backend refused a grammar: the quote reader then checks quotes as text.
         self._no_grammar = False
         #: The focus's sentence encoder (agent.focus_embedder), made on first use.
@@ -166,19 +170,25 @@ class Agent:
         answer = Answer(question=question, text="")
         timings = answer.timings
 
-        # 1. Route.
-        decision = self._route(question, history, route)
+        # 1. Route. A source that fails while the router probes it is reported, never taken for
+        # "no match" in silence, and not searched again below.
+        failed: dict[str, str] = {}
+        decision = self._route(question, history, route, failed)
         answer.route = decision
         answer.adapters = self._adapters_for(decision)
         timings["route_ms"] = _ms(t0)
         yield RouteEvent(decision)
+        for error in failed.values():
+            answer.warnings.append(error)
+            yield WarningEvent(error)
 
         # 2. Retrieve from the chosen sources; a failing source is reported, not fatal.
         t1 = time.perf_counter()
         results: list[list[Passage]] = []
         if decision.sources:
-            for name, passages, error in self._search_many(decision.sources, question, s.top_k):
+            for name, passages, error in self._search_many(decision.sources, question, s.top_k, failed):
                 if error:
+                    failed[name] = error
                     answer.warnings.append(error)
                     yield WarningEvent(error)
                     continue
@@ -196,7 +206,11 @@ class Agent:
 
         # 4. Build the prompt within the context window.
         if decision.sources and not any(p.source != PARAMETRIC for r in results for p in r):
-            note = "no passage matched in " + ", ".join(decision.sources) + "; " + MEMORY_NOTE
+            searched = [n for n in decision.sources if n not in failed]
+            if searched:
+                note = "no passage matched in " + ", ".join(searched) + "; " + MEMORY_NOTE
+            else:  # nothing was searched: "no match" would be a claim about the documents
+                note = "no source could be searched (" + ", ".join(decision.sources) + " failed); " + MEMORY_NOTE
             answer.warnings.append(note)
             yield WarningEvent(note)
         t2 = time.perf_counter()
@@ -222,7 +236,7 @@ class Agent:
         if self._unsupported(decision, answer) and self._may_search_again(decision):
             # 7. Re-retrieval: one reformulated search, then answer again over the larger evidence.
             t3 = time.perf_counter()
-            grown = yield from self._search_again(question, decision, results, answer)
+            grown = yield from self._search_again(question, decision, results, answer, failed)
             if grown:
                 messages, evidence = self._build_prompt(question, history, results, answer)
                 answer.passages = evidence
@@ -246,9 +260,6 @@ class Agent:
         yield AnswerEvent(answer)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
         for source in self.sources.values():
             closer = getattr(source, "close", None)
             if closer is not None:
@@ -262,9 +273,13 @@ class Agent:
 
     # --- the steps -------------------------------------------------------------------------
 
-    def _route(self, question: str, history: Sequence[Message], forced: Sequence[str] | None) -> RouteDecision:
+    def _route(
+        self, question: str, history: Sequence[Message], forced: Sequence[str] | None,
+        failures: dict[str, str] | None = None,
+    ) -> RouteDecision:
+        """The route; sources that fail while the router searches them land in `failures`."""
         if forced is None:
-            return self.router.decide(question, self.sources, history)
+            return self.router.decide(question, self._routing_view({} if failures is None else failures), history)
         unknown = [t for t in forced if t != PARAMETRIC and t not in self.sources]
         if unknown:
             raise UnknownSource(
@@ -303,26 +318,26 @@ class Agent:
     def _search_one(self, name: str, query: str, k: int) -> list[Passage]:
         return self.sources[name].search(query, k=k)
 
-    def _search_many(self, names: Sequence[str], query: str, k: int) -> Iterator[tuple[str, list[Passage], str]]:
-        """(name, passages, error) per source; sources are searched in parallel when several."""
-        if len(names) == 1:
-            try:
-                yield names[0], self._search_one(names[0], query, k), ""
-            except Exception as exc:  # noqa: BLE001 - any source failure becomes a warning
-                yield names[0], [], _source_failed(names[0], exc)
-            return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=min(8, len(self.sources)), thread_name_prefix="agentkit-src")
-        futures = {name: self._pool.submit(self._search_one, name, query, k) for name in names}
+    def _search_many(
+        self, names: Sequence[str], query: str, k: int, failed: Mapping[str, str] | None = None
+    ) -> Iterator[tuple[str, list[Passage], str]]:
+        """(name, passages, error) per source, searched in parallel, each bounded by
+        `agent.source_timeout`. Sources in `failed` (name -> error, from routing) are not
+        searched again: a hung server would cost the timeout twice."""
+        failed = failed or {}
+        calls = {n: _Deadline.start(self._search_one, n, query, k) for n in names if n not in failed}
         deadline = time.monotonic() + self.settings.source_timeout
-        for name, fut in futures.items():
-            try:
-                yield name, fut.result(timeout=max(0.0, deadline - time.monotonic())), ""
-            except FutureTimeout:
-                fut.cancel()
-                yield name, [], f"source {name!r} did not answer within {self.settings.source_timeout:g} s; skipped"
-            except Exception as exc:  # noqa: BLE001
-                yield name, [], _source_failed(name, exc)
+        for name in names:
+            if name in failed:
+                continue  # reported once, when routing met it
+            passages, error = calls[name].result(name, deadline, self.settings.source_timeout)
+            yield name, passages, error
+
+    def _routing_view(self, failures: dict[str, str]) -> dict[str, KnowledgeSource]:
+        """The sources as the router sees them: each search bounded by `agent.source_timeout`,
+        and each failure recorded in `failures`, so that the answer reports it."""
+        return {name: _Guarded(source, name, self.settings.source_timeout, failures)  # type: ignore[misc]
+                for name, source in self.sources.items()}
 
     def _act(
         self, question: str, decision: RouteDecision, results: list[list[Passage]], answer: Answer
@@ -347,7 +362,15 @@ class Agent:
                 question=question, sources=srcs, passages=so_far, tools=tools, observations=observations
             )
             options = GenerationOptions(max_tokens=256 if tools else 96, temperature=0.0, json_schema=schema)
-            reply = self.llm.chat(messages, options)
+            try:
+                reply = self.llm.chat(messages, options)
+            except NotImplementedError:
+                # A backend without constrained output (transformers); config validation refuses
+                # this for configs, an Agent built in code still answers.
+                note = "the model backend cannot produce JSON actions; answering with what was found"
+                answer.warnings.append(note)
+                yield WarningEvent(note)
+                return
             answer.usage += reply.usage
             try:
                 action = json.loads(reply.text)
@@ -483,11 +506,22 @@ class Agent:
         static = self._static_tokens.get(template.name)
         if static is None:
             static = self._static_tokens[template.name] = llm.count_message_tokens(template.render(question="", passages=[]))
-        fixed = static + llm.count_tokens(question) + sum(llm.count_tokens(m.content) + 8 for m in history) + 8
+        bare = static + llm.count_tokens(question) + 8
+        # History gives way to the evidence budget (a long chat must not crowd out the sources),
+        # oldest user/assistant pair first. Each message is counted once: re-rendering the prompt
+        # after every dropped pair made 1,000 messages take minutes.
+        reserve = 0 if template.name == "parametric" else s.evidence_tokens
+        sizes = [llm.count_tokens(m.content) + 8 for m in history]
+        kept, drop = sum(sizes), 0
+        while drop < len(history) and bare + kept > room - reserve:
+            kept -= sum(sizes[drop : drop + 2])
+            drop += 2
+        history = history[drop:]
+        fixed = bare + kept
         if fixed > room:
             fixed = llm.count_message_tokens(template.render(history, question=question, passages=[]))
-        while fixed > room and history:
-            history = history[2:]
+        while fixed > room and history:  # only if a template costs more than the bound above
+            history = history[max(2, len(history) // 4 // 2 * 2) :]
             fixed = llm.count_message_tokens(template.render(history, question=question, passages=[]))
         if fixed > room:
             question, note = self._trim_question(question, template, room)
@@ -527,12 +561,13 @@ class Agent:
             return True
         t_focus = time.perf_counter()
         try:
-            plan = reader.plan(question, ranked, top=s.focus_sentences, embedder=self._sentence_encoder())
+            plan = reader.plan(question, ranked, top=s.focus_sentences, embedder=self._sentence_encoder(),
+                               min_score=s.focus_min_score)
         except RealModelForbidden:  # a unit test without the encoder: words alone
             plan = reader.plan(question, ranked, top=s.focus_sentences)
         answer.timings["focus_ms"] = _ms(t_focus)
         answer.passages = plan.passages
-        gaps = plan.gaps if s.check_premises else []
+        gaps = (plan.gaps if s.check_premises else []) + ([plan.distant] if plan.distant else [])
         if not plan.candidates or gaps:
             reading = reader.Reading(REFUSAL, "refusal", [], gaps or ["no source sentence matches the question"])
         else:
@@ -663,7 +698,8 @@ class Agent:
         return self.settings.reretrieve and bool(decision.sources)
 
     def _search_again(
-        self, question: str, decision: RouteDecision, results: list[list[Passage]], answer: Answer
+        self, question: str, decision: RouteDecision, results: list[list[Passage]], answer: Answer,
+        failed: Mapping[str, str] | None = None,
     ) -> Iterator[Event]:
         """Reformulate once and search the routed sources; True when new passages were found.
         Takes one step of `max_steps` (the first retrieval is step 1)."""
@@ -676,7 +712,7 @@ class Agent:
         yield StepEvent(step)
         seen = {p.id for r in results for p in r}
         fresh: list[Passage] = []
-        for name, passages, error in self._search_many(decision.sources, query, self.settings.top_k):
+        for name, passages, error in self._search_many(decision.sources, query, self.settings.top_k, failed):
             if error:
                 answer.warnings.append(error)
                 yield WarningEvent(error)
@@ -697,12 +733,17 @@ class Agent:
             "required": ["query"],
         }
         messages = load_template("reformulate").render(question=question, query=question)
-        reply = self.llm.chat(messages, GenerationOptions(max_tokens=64, temperature=0.0, json_schema=schema))
-        answer.usage += reply.usage
         try:
-            query = " ".join(str(json.loads(reply.text)["query"]).split())
-        except (ValueError, KeyError, TypeError):
-            query = ""
+            reply = self.llm.chat(messages, GenerationOptions(max_tokens=64, temperature=0.0, json_schema=schema))
+        except NotImplementedError:
+            reply = None  # a backend without constrained output (transformers): the key terms below
+        query = ""
+        if reply is not None:
+            answer.usage += reply.usage
+            try:
+                query = " ".join(str(json.loads(reply.text)["query"]).split())
+            except (ValueError, KeyError, TypeError):
+                query = ""
         if not query or query.casefold() == question.casefold():
             from agentkit.text import STOPWORDS, words
 
@@ -714,8 +755,80 @@ def _ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 3)
 
 
-def _source_failed(name: str, exc: Exception) -> str:
-    return f"source {name!r} failed ({type(exc).__name__}: {exc}); answering without it"
+def _source_failed(name: str, exc: BaseException, while_routing: bool = False) -> str:
+    when = " while routing" if while_routing else ""
+    return f"source {name!r} failed{when} ({type(exc).__name__}: {exc}); answering without it"
+
+
+def _timed_out(name: str, seconds: float, while_routing: bool = False) -> str:
+    when = " while routing" if while_routing else ""
+    return (f"source {name!r} did not answer within {seconds:g} s{when} (agent.source_timeout); "
+            "answering without it")
+
+
+class _Deadline:
+    """One search in a daemon thread, waited for until a deadline.
+
+    A thread per search rather than a pool: a source that never answers keeps its thread, and
+    a pool's hung workers would starve the next searches and block the interpreter's exit."""
+
+    def __init__(self, fn: Callable[..., list[Passage]], args: tuple[Any, ...]) -> None:
+        self._fn, self._args = fn, args
+        self._value: list[Passage] = []
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="agentkit-search", daemon=True)
+
+    @classmethod
+    def start(cls, fn: Callable[..., list[Passage]], *args: Any) -> _Deadline:
+        call = cls(fn, args)
+        call._thread.start()
+        return call
+
+    def _run(self) -> None:
+        try:
+            self._value = self._fn(*self._args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            self._error = exc
+
+    def wait(self, deadline: float) -> bool:
+        """True when the search finished before `deadline` (a time.monotonic() value)."""
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        return not self._thread.is_alive()
+
+    def result(self, name: str, deadline: float, timeout: float, while_routing: bool = False) -> tuple[list[Passage], str]:
+        """(passages, "") or ([], the warning) once the search ends or the deadline passes."""
+        if not self.wait(deadline):
+            return [], _timed_out(name, timeout, while_routing)
+        if self._error is not None:
+            if not isinstance(self._error, Exception):
+                raise self._error  # KeyboardInterrupt and the like are not a source's failure
+            return [], _source_failed(name, self._error, while_routing)
+        return self._value, ""
+
+
+class _Guarded:
+    """A source as the router sees it: searches bounded by `timeout`; a failure is recorded in
+    `failures` (name -> warning) and raised again, so a policy sees it as before. Every other
+    attribute is the source's own."""
+
+    def __init__(self, source: KnowledgeSource, name: str, timeout: float, failures: dict[str, str]) -> None:
+        self._source, self._name, self._timeout, self._failures = source, name, timeout, failures
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._source, attr)
+
+    def search(self, query: str, k: int = 5, filters: Any = None) -> list[Passage]:
+        from agentkit.errors import SourceUnavailable
+
+        if self._name in self._failures:  # a second policy asking must not wait again
+            raise SourceUnavailable(self._failures[self._name])
+        search = self._source.search
+        call = _Deadline.start(lambda: search(query, k=k) if filters is None else search(query, k=k, filters=filters))
+        passages, error = call.result(self._name, time.monotonic() + self._timeout, self._timeout, while_routing=True)
+        if error:
+            self._failures[self._name] = error
+            raise SourceUnavailable(error)
+        return passages
 
 
 def _short(text: str, n: int = 80) -> str:

@@ -151,10 +151,19 @@ def ask(obj: Context, question: tuple[str, ...], as_json: bool, routes: tuple[st
     """Answer one QUESTION and exit."""
     from agentkit.types import AnswerEvent, StepEvent, TokenEvent
 
+    from agentkit.server.remote import forwarded_answer
+
     text = " ".join(question)
+    # Beside a running `agentkit serve` (which holds the store), the server answers.
+    answer = None if obj.model else forwarded_answer(obj.config.data_dir, text, list(routes) or None)
+    if answer is not None:
+        if as_json:
+            click.echo(answer.to_json())
+        else:
+            show_answer(answer, hint="" if verbose else "--verbose shows it", verbose=verbose)
+        return
     agent = obj.agent()
     live = (sys.stdout.isatty() if stream is None else stream) and not as_json
-    answer = None
     streamed: list[str] = []
     with agent:
         for event in agent.stream(text, route=list(routes) or None):
@@ -250,30 +259,47 @@ def chat(obj: Context, routes: tuple[str, ...], history_file: str | None, sessio
 @click.option("--chunk-tokens", type=int, default=None, help="Tokens per chunk (default from config).")
 @click.option("--overlap", type=int, default=None, help="Tokens shared by consecutive chunks.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@click.option("--max-file-mb", type=click.FloatRange(min=0, min_open=True), default=None, help="Skip (and name) files over this size (default: ingest.max_file_mb, 50).")
+@click.option("--id-prefix", default="", metavar="PREFIX", help="Put PREFIX before every document id, e.g. projB/ when another folder also has a README.md.")
+@click.option("--prune", is_flag=True, help="Also remove stored documents whose files are gone from the given folders.")
 @click.pass_obj
-def ingest(obj: Context, paths: tuple[Path, ...], source_name: str | None, chunk_tokens: int | None, overlap: int | None, progress: bool) -> None:
+def ingest(obj: Context, paths: tuple[Path, ...], source_name: str | None, chunk_tokens: int | None, overlap: int | None, progress: bool,
+           max_file_mb: float | None, id_prefix: str, prune: bool) -> None:
     """Read files or folders (.txt .md .html, BEIR .jsonl) into a knowledge source."""
+    from agentkit.errors import StoreLocked
+    from agentkit.ingest.lock import ingest_lock
     from agentkit.ingest.pipeline import ingest as run_ingest
     from agentkit.knowledge.base import is_writable
     from agentkit.plugins import build_source
+    from agentkit.server.remote import forwarded_ingest, locked_error
 
     cfg = obj.config
     name = source_name or cfg.ingest.source or next(iter(cfg.sources), "")
     if name not in cfg.sources:
         raise click.UsageError(f"no source named {name!r} to ingest into; configured: {', '.join(cfg.sources) or 'none'}")
-    source = build_source(name, cfg.sources[name], cfg.data_dir)
-    if not is_writable(source):
-        raise click.UsageError(f"source {name!r} is read-only; choose a writable one with --source")
-    try:
-        report = run_ingest(
-            list(paths), source,
-            chunk_tokens=chunk_tokens or cfg.ingest.chunk_tokens,
-            overlap=cfg.ingest.chunk_overlap if overlap is None else overlap,
-            batch_size=cfg.ingest.batch_size,
-            progress=progress,
-        )
-    finally:
-        _close(source)
+    # A running `agentkit serve` holds the store: it does the writing (server/remote.py says why).
+    report = forwarded_ingest(cfg.data_dir, name, paths, chunk_tokens=chunk_tokens, overlap=overlap,
+                              max_file_mb=max_file_mb, id_prefix=id_prefix, prune=prune)
+    if report is None:
+        source = build_source(name, cfg.sources[name], cfg.data_dir)
+        if not is_writable(source):
+            raise click.UsageError(f"source {name!r} is read-only; choose a writable one with --source")
+        try:
+            with ingest_lock(cfg.data_dir):
+                report = run_ingest(
+                    list(paths), source,
+                    chunk_tokens=chunk_tokens or cfg.ingest.chunk_tokens,
+                    overlap=cfg.ingest.chunk_overlap if overlap is None else overlap,
+                    batch_size=cfg.ingest.batch_size,
+                    progress=progress,
+                    max_file_mb=max_file_mb or cfg.ingest.max_file_mb,
+                    id_prefix=id_prefix,
+                    prune=prune,
+                )
+        except StoreLocked as exc:
+            raise locked_error(exc, cfg.data_dir) from None
+        finally:
+            _close(source)
     click.echo(report.summary())
     if report.failures:
         for where, why in report.failures:
@@ -288,6 +314,7 @@ def ingest(obj: Context, paths: tuple[Path, ...], source_name: str | None, chunk
 @click.pass_obj
 def delete(obj: Context, doc_ids: tuple[str, ...], source_name: str | None) -> None:
     """Remove documents (every chunk) by document id, e.g. guide/install.md or a BEIR _id."""
+    from agentkit.ingest.lock import ingest_lock
     from agentkit.ingest.pipeline import delete_documents
     from agentkit.knowledge.base import is_writable
     from agentkit.plugins import build_source
@@ -300,7 +327,9 @@ def delete(obj: Context, doc_ids: tuple[str, ...], source_name: str | None) -> N
     try:
         if not is_writable(source):
             raise click.UsageError(f"source {name!r} is read-only")
-        removed = delete_documents(source, list(doc_ids))
+        with ingest_lock(cfg.data_dir):
+            # An id given twice is one document: deleted once, reported once.
+            removed = delete_documents(source, list(dict.fromkeys(doc_ids)))
     finally:
         _close(source)
     for doc_id, n in removed.items():
@@ -322,7 +351,12 @@ def sources(obj: Context) -> None:
     for name, spec in cfg.sources.items():
         source = build_source(name, spec, cfg.data_dir)
         try:
-            count = f"{source.count():,} passages" if hasattr(source, "count") else "read-only"
+            if hasattr(source, "count"):
+                count = f"{source.count():,} passages"
+            elif hasattr(source, "health"):  # read-only, but a server behind it may be down
+                count = f"read-only, {source.health()}"
+            else:
+                count = "read-only"
         except Exception as exc:  # noqa: BLE001 - report an unreachable source, keep listing
             count = f"unavailable: {exc}"
         finally:
@@ -342,8 +376,10 @@ def show_config(obj: Context) -> None:
     """Print the effective configuration (after defaults and ${ENV} interpolation)."""
     import yaml
 
+    from agentkit.config import redacted
+
     cfg = obj.config
-    data = cfg.model_dump(mode="json")
+    data = redacted(cfg)  # api_key, password, token...: shown as set (and from which variable), never printed
     click.echo(f"# from {cfg.origin}")
     click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip())
 

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from agentkit.errors import ConfigError
 from agentkit.tune.settings import TuneSettings
@@ -20,6 +20,11 @@ SEARCH_PATH = ("agentkit.yaml", "agentkit.yml")
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+#: Keys whose values are secrets: never printed, not even in a validation error.
+_SECRET_KEY = re.compile(r"(api_?key|password|passwd|secret(_?key)?|(^|_)token|credentials?|private_?key)$", re.I)
+#: The password in a URL such as https://user:pass@host.
+_URL_PASSWORD = re.compile(r"(://[^/:@\s]+:)[^/@\s]+@")
 
 
 class _Strict(BaseModel):
@@ -64,6 +69,10 @@ class AgentSettings(_Strict):
     #: Refuse without asking the model when the question's premises (a negation, a name or
     #: figure, "most"/"least"/"first"...) are not in the best source sentence.
     check_premises: bool = True
+    #: With `focus_embedder: minilm`, refuse when even the best sentence scores below this
+    #: (0.25 x word overlap + 0.75 x MiniLM cosine): nothing in the sources is about the question.
+    #: 0 turns it off. Chosen on squad2-mini questions outside the `--sample 200 --seed 0` subset.
+    focus_min_score: float = Field(0.4, ge=0.0, le=1.0)
 
     @field_validator("verify", mode="before")
     @classmethod
@@ -161,8 +170,23 @@ class IngestSettings(_Strict):
     chunk_tokens: int = Field(200, ge=16)
     chunk_overlap: int = Field(40, ge=0)
     batch_size: int = Field(256, ge=1)
+    #: A whole file over this many MB (for .jsonl: a line) is skipped and named, not read.
+    max_file_mb: float = Field(50.0, gt=0)
     #: The source `agentkit ingest` writes to; empty = the first writable source.
     source: str = ""
+
+
+class ServerSettings(_Strict):
+    """`agentkit serve`: who may call it from a browser, and how large a client's grammar may be."""
+
+    #: Host names answered besides IP literals and localhost when serving without a token: a
+    #: DNS-rebinding page reaches 127.0.0.1 under a name of its own. "*" accepts any Host.
+    allowed_hosts: list[str] = Field(default_factory=list)
+    #: Browser origins ("https://app.example:8443") allowed to call the API, which get CORS
+    #: headers; "*" allows any. Other origins are refused; same-origin pages always pass.
+    cors_origins: list[str] = Field(default_factory=list)
+    #: Largest GBNF grammar or JSON schema (characters of compact JSON) the raw model accepts.
+    max_grammar_chars: int = Field(16_384, ge=64)
 
 
 class Config(_Strict):
@@ -174,6 +198,7 @@ class Config(_Strict):
     router: RouterConfig = Field(default_factory=RouterConfig)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
     #: Tools the agent may call (names registered by plugins through `register_tools`).
     tools: list[str] = Field(default_factory=list)
     #: Named LoRA adapters and the sources/routes that select them (see AdapterSpec).
@@ -182,6 +207,8 @@ class Config(_Strict):
     tune: TuneSettings = Field(default_factory=TuneSettings)
     #: Where this config was read from (not a key in the file).
     origin: str = Field("<defaults>", exclude=True)
+    #: Dotted key path -> the environment variables its value was read from (`${VAR}`).
+    _env: dict[str, list[str]] = PrivateAttr(default_factory=dict)
 
     def model_post_init(self, __context: Any) -> None:
         self.data_dir = self.data_dir.expanduser()
@@ -232,13 +259,23 @@ def parse_config(text: str, origin: str = "<string>") -> Config:
     import yaml
 
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{origin}: not valid YAML: {exc}") from None
+    if raw is None:
+        # Read as "no keys", an empty file would run with no sources at all, silently.
+        raise ConfigError(
+            f"{origin}: the file is empty (or only comments), so it would configure no model and no sources; "
+            f"write the keys to change (start from `agentkit config` or configs/default.yaml), "
+            f"or remove the file to use the built-in default"
+        )
     if not isinstance(raw, dict):
         raise ConfigError(f"{origin}: the top level must be a mapping of keys, got {type(raw).__name__}")
-    raw = _interpolate(raw, origin, ())
-    return validate_config(raw, origin)
+    env: dict[str, list[str]] = {}
+    raw = _interpolate(raw, origin, (), env)
+    config = validate_config(raw, origin)
+    config._env = env
+    return config
 
 
 def validate_config(raw: dict[str, Any], origin: str = "<dict>") -> Config:
@@ -270,12 +307,44 @@ def validate_config(raw: dict[str, Any], origin: str = "<dict>") -> Config:
                 f"targets are 'parametric' or one of: {', '.join(config.sources) or 'none configured'}"
             )
     check_adapter_sources(config.adapters, config.sources, origin)
+    if config.router.policy != "simple":
+        unknown = [p for p in config.router.policies if p not in reg.routers]
+        if unknown:
+            raise ConfigError(
+                f"{origin}: router.policies: unknown policy {', '.join(map(repr, unknown))}; "
+                f"one of: {', '.join(sorted(reg.routers))} (plugins add more through register_routers)"
+            )
+    check_constrained_output(config, llm_cls, origin)
     if config.ingest.source and config.ingest.source not in config.sources:
         raise ConfigError(
             f"{origin}: ingest.source: no source named {config.ingest.source!r}; "
             f"configured: {', '.join(config.sources) or 'none'}"
         )
     return config
+
+
+def check_constrained_output(config: Config, llm_cls: Any, origin: str = "") -> None:
+    """ConfigError when a setting needs grammar-constrained output (JSON actions, the judge) and
+    the backend cannot produce it (`constrained_output = False`, e.g. transformers): the agent
+    would otherwise fail at the first question that needs it. Reformulation degrades instead."""
+    if getattr(llm_cls, "constrained_output", True):
+        return
+    backend = config.llm_backend
+    fix = "or use llm.backend: llama_cpp, which can"
+    needs = []
+    if config.tools:
+        needs.append(f"tools: the agent calls tools through JSON it cannot produce; remove `tools` {fix}")
+    if config.agent.max_steps > 1 and config.sources:
+        needs.append(f"agent.max_steps: {config.agent.max_steps} lets the model choose searches as JSON; "
+                     f"set agent.max_steps: 1 {fix}")
+    if config.agent.verify == "judge":
+        needs.append(f"agent.verify: judge asks the model for a JSON verdict; set agent.verify: lexical {fix}")
+    if config.router.policy != "simple" and "judge" in config.router.policies:
+        needs.append(f"router.policies: the judge policy asks the model for a JSON route; remove 'judge' {fix}")
+    if needs:
+        where = f"{origin}: " if origin else ""
+        raise ConfigError("\n".join(f"{where}{need} (the {backend} backend cannot constrain its output "
+                                     f"to a grammar)" for need in needs))
 
 
 def check_adapter_sources(adapters: dict[str, AdapterSpec], sources: Any, origin: str = "") -> None:
@@ -310,7 +379,10 @@ def _describe(exc: ValidationError, origin: str, prefix: str, model: type[BaseMo
         else:
             msg = err["msg"]
             if err["type"] != "missing" and "input" in err:
-                msg += f" (got {err['input']!r})"
+                if is_secret_key(key):
+                    msg += f" (got a {type(err['input']).__name__}; the value is a secret and not shown)"
+                else:
+                    msg += f" (got {mask_secrets(err['input'])!r})"
         lines.append(f"{origin}: {key}: {msg}")
     return "\n".join(lines)
 
@@ -326,11 +398,12 @@ def _allowed_keys(model: type[BaseModel], path: list[str]) -> list[str]:
     return [k for k in fields if k != "origin"] if fields else []
 
 
-def _interpolate(value: Any, origin: str, path: tuple[str, ...]) -> Any:
+def _interpolate(value: Any, origin: str, path: tuple[str, ...], env: dict[str, list[str]] | None = None) -> Any:
+    """`value` with `${VAR}` replaced; `env` collects key path -> the variables actually read."""
     if isinstance(value, dict):
-        return {k: _interpolate(v, origin, (*path, str(k))) for k, v in value.items()}
+        return {k: _interpolate(v, origin, (*path, str(k)), env) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, origin, (*path, str(i))) for i, v in enumerate(value)]
+        return [_interpolate(v, origin, (*path, str(i)), env) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
 
@@ -344,6 +417,36 @@ def _interpolate(value: Any, origin: str, path: tuple[str, ...]) -> Any:
                     f"export {name}=... or write ${{{name}:-default}}"
                 )
             return default
+        if env is not None:
+            env.setdefault(".".join(path), []).append(name)
         return got
 
     return _ENV.sub(sub, value)
+
+
+# --- secrets ----------------------------------------------------------------------------------
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a key (or a dotted path ending in one) holds a secret: api_key, password, token..."""
+    return bool(_SECRET_KEY.search(key.rsplit(".", 1)[-1]))
+
+
+def mask_secrets(value: Any, path: str = "", env: dict[str, list[str]] | None = None) -> Any:
+    """`value` with every secret replaced by a note that it is set (and from which environment
+    variable), and passwords in URLs starred; safe to print or log."""
+    if isinstance(value, dict):
+        return {k: mask_secrets(v, f"{path}.{k}" if path else str(k), env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_secrets(v, f"{path}.{i}" if path else str(i), env) for i, v in enumerate(value)]
+    if value is not None and value != "" and path and is_secret_key(path):
+        names = (env or {}).get(path)
+        return f"*** (set from ${', $'.join(names)})" if names else "*** (set)"
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(r"\1***@", value)
+    return value
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """The config as plain data, for showing: secrets masked (see `mask_secrets`)."""
+    return mask_secrets(config.model_dump(mode="json"), env=config._env)

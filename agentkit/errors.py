@@ -10,6 +10,7 @@
     │   └── RealModelForbidden      a unit test tried to load a real model
     ├── KnowledgeSourceError        a source failed
     │   ├── SourceUnavailable       server unreachable, store locked, ...
+    │   │   └── StoreLocked         an embedded store is held by another process
     │   └── UnknownSource           a name that is not configured
     ├── IngestError                 a document could not be read or stored
     ├── MissingDependency           an optional extra is not installed
@@ -59,6 +60,14 @@ class KnowledgeSourceError(AgentkitError):
 
 class SourceUnavailable(KnowledgeSourceError):
     pass
+
+
+class StoreLocked(SourceUnavailable):
+    """`path`: the store's folder, so that a caller can find who holds it (see server/remote.py)."""
+
+    def __init__(self, message: str, path: object = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class UnknownSource(KnowledgeSourceError):

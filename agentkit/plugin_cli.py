@@ -6,6 +6,7 @@ Also the lookup of commands that plugins add through `register_commands`, used b
 from __future__ import annotations
 
 import json
+import keyword
 import re
 from pathlib import Path
 from string import Template
@@ -39,7 +40,7 @@ def plugin_commands(reserved: set[str] | frozenset[str] = frozenset()) -> dict[s
         try:
             command = reg._resolve(reg.command_table, name, "plugins", "command")
         except Exception:  # noqa: BLE001, S112 - a broken command must not break `agentkit --help`
-            continue
+            continue  # _resolve turns anything a plugin module raises, even SystemExit, into ConfigError
         if isinstance(command, click.Command):
             found[name] = command
     return found
@@ -94,13 +95,41 @@ def new_plugin(name: str, kind: str, directory: Path) -> None:
 # --- skeletons --------------------------------------------------------------------------------
 
 _NAME = re.compile(r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$")
+#: Longer names make file names (tests/test_NAME_knowledge.py) past what file systems allow,
+#: and no one types them.
+MAX_NAME = 60
+#: Names the generated module imports or defines: a tool function of that name would replace them
+#: (and a knowledge source `memory` would define MemorySource over the one it wraps).
+_TAKEN = {
+    "tool": {"annotations", "hookimpl", "tool", "register_tools", "ToolError"},
+    "knowledge": {"memory"},
+}
+
+
+def check_name(name: str, kind: str = "tool") -> str:
+    """The plugin's short name (the module, function and registered name) from NAME, or a
+    ValueError saying which Python rule NAME breaks and what would do."""
+    example = "e.g. agentkit-weather"
+    if len(name) > MAX_NAME:
+        raise ValueError(f"plugin name {name[:20]!r}... is {len(name)} characters; use at most {MAX_NAME}, {example}")
+    if not _NAME.match(name):
+        raise ValueError(f"plugin name {name!r}: use lower-case letters, digits and dashes, {example}")
+    short = re.sub(r"^agentkit[-_]", "", name).replace("-", "_")
+    if not short.isidentifier():
+        raise ValueError(f"plugin name {name!r}: {short!r} must start with a letter to be a Python name, "
+                         f"e.g. agentkit-nine-lives")
+    if keyword.iskeyword(short):
+        raise ValueError(f"plugin name {name!r}: {short!r} is a Python keyword; add a word, "
+                         f"e.g. agentkit-{short.replace('_', '-')}-plugin")
+    if short in _TAKEN.get(kind, ()):
+        raise ValueError(f"plugin name {name!r}: the generated {kind} plugin already uses the name {short!r}; "
+                         f"add a word, e.g. agentkit-{short.replace('_', '-')}-plugin")
+    return short
 
 
 def write_skeleton(name: str, kind: str, directory: Path) -> Path:
     """Write a plugin package of `kind` to directory/<dist>/ and return that folder."""
-    if not _NAME.match(name):
-        raise ValueError(f"plugin name {name!r}: use lower-case letters, digits and dashes, e.g. agentkit-weather")
-    short = re.sub(r"^agentkit[-_]", "", name).replace("-", "_")
+    short = check_name(name, kind)
     dist = f"agentkit-{short.replace('_', '-')}"
     module = dist.replace("-", "_")
     names = {

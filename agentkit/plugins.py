@@ -6,6 +6,7 @@ Built-in backends register through the same hooks as third-party packages do.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from typing import Any
 import pluggy
 
 from agentkit.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 hookspec = pluggy.HookspecMarker("agentkit")
 hookimpl = pluggy.HookimplMarker("agentkit")
@@ -46,7 +49,12 @@ class HookSpecs:
 
     @hookspec
     def register_routers(self, register: Register) -> None:
-        """Register routing policies: classes with `decide(question, sources, history)`."""
+        """Register routing policies, named in `router.policies` (the cascade, and the learned
+        combiner's inputs). A policy implements `agentkit.routing.base.Policy`: a `name`,
+        `calls_model: bool` and `assess(query: Query) -> Vote`; a decisive vote ends the cascade,
+        a tentative one is kept as the fallback, empty `targets` abstains. The class is built by
+        `from_config(router_config, llm)` when it has one, else `cls()`. (`router.policy: simple`
+        is a whole router, not a policy, and is not registered here.)"""
 
     @hookspec
     def register_tools(self, register: Register) -> None:
@@ -79,13 +87,14 @@ class _BuiltIns:
 
     @hookimpl
     def register_routers(self, register: Register) -> None:
-        register("simple", "agentkit.routing.simple:SimpleRouter")
+        # agentkit.routing.build constructs these from `router:` settings; they are registered so
+        # that the names are known (config validation, `agentkit plugins`) and can be replaced.
         register("rules", "agentkit.routing.rules:RulesPolicy")
+        register("dictionary", "agentkit.routing.dictionary:DictionaryPolicy")
         register("semantic", "agentkit.routing.semantic:SemanticPolicy")
         register("probe", "agentkit.routing.probe:ProbePolicy")
         register("confidence", "agentkit.routing.confidence:ConfidencePolicy")
         register("judge", "agentkit.routing.judge:JudgePolicy")
-        register("learned", "agentkit.routing.learned:LearnedCombiner")
 
     @hookimpl
     def register_verifiers(self, register: Register) -> None:
@@ -162,9 +171,12 @@ class Registry:
             module, _, attr = target.partition(":")
             try:
                 target = getattr(importlib.import_module(module), attr)
-            except (ImportError, AttributeError) as exc:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - a plugin module may raise anything, even SystemExit
                 raise ConfigError(f"{origin}: {where}: {name!r} is registered as {table[name]!r}, "
-                                  f"which cannot be imported ({type(exc).__name__}: {exc})") from exc
+                                  f"which cannot be imported ({_describe_failure(exc)}); fix or uninstall "
+                                  f"the plugin that registers it (see `agentkit plugins`)") from None
             table[name] = target
         return target
 
@@ -188,22 +200,39 @@ def load_registry(extra: Mapping[str, object] | None = None, *, entry_points: bo
     reg.plugins["builtins"] = PluginInfo("builtins", __version__, "agentkit")
 
     wanted = _wanted()
+    installed: list[str] = []
+    matched: set[str] = set()
     for ep in find_entry_points(group="agentkit") if entry_points else ():
         dist = getattr(ep, "dist", None)
         package = dist.metadata["Name"] if dist is not None else ""
+        installed.append(ep.name)
         if wanted is not None and ep.name not in wanted and package not in wanted:
             continue
+        matched.update((ep.name, package))
         info = reg.plugins[ep.name] = PluginInfo(ep.name, dist.version if dist is not None else "", package or "")
         try:
             pm.register(ep.load(), name=ep.name)
-        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break agentkit
-            info.error = reg.failures[ep.name] = f"{type(exc).__name__}: {exc}"
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a broken plugin (even one calling sys.exit) must not break agentkit
+            info.error = reg.failures[ep.name] = _describe_failure(exc)
+            log.warning("plugin %r failed to load (%s); agentkit continues without it (see `agentkit plugins`)",
+                        ep.name, info.error)
+    for name in sorted((wanted or set()) - matched) if entry_points else ():
+        # A typo in AGENTKIT_PLUGINS would otherwise silently run without the plugin meant.
+        error = (f"not installed, yet AGENTKIT_PLUGINS names it; installed plugins: "
+                 f"{', '.join(installed) or 'none'}")
+        reg.plugins[name] = PluginInfo(name, error=error)
+        reg.failures[name] = error
+        log.warning("plugin %r: %s", name, error)
     for name, plugin in (extra or {}).items():
         reg.plugins[name] = PluginInfo(name)
         try:
             pm.register(plugin, name=name)
-        except Exception as exc:  # noqa: BLE001
-            reg.plugins[name].error = reg.failures[name] = f"{type(exc).__name__}: {exc}"
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001
+            reg.plugins[name].error = reg.failures[name] = _describe_failure(exc)
 
     for hook, attr in HOOKS.items():
         table: dict[str, Any] = getattr(reg, attr)
@@ -214,9 +243,13 @@ def load_registry(extra: Mapping[str, object] | None = None, *, entry_points: bo
             staged: dict[str, Any] = {}
             try:
                 impl.function(register=_registrar(staged, hook))
-            except Exception as exc:  # noqa: BLE001 - a half-registered plugin registers nothing
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - a half-registered plugin registers nothing
                 info = reg.plugins.setdefault(impl.plugin_name, PluginInfo(impl.plugin_name))
-                info.error = reg.failures[impl.plugin_name] = f"{hook}: {type(exc).__name__}: {exc}"
+                info.error = reg.failures[impl.plugin_name] = f"{hook}: {_describe_failure(exc)}"
+                log.warning("plugin %r failed in %s (%s); agentkit continues without it", impl.plugin_name, hook,
+                            _describe_failure(exc))
                 continue
             table.update(staged)
             if staged:
@@ -226,6 +259,13 @@ def load_registry(extra: Mapping[str, object] | None = None, *, entry_points: bo
 
 
 _MISSING = object()
+
+
+def _describe_failure(exc: BaseException) -> str:
+    """One line for a plugin's failure; SystemExit is named as the call that raised it."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: the plugin called sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _registrar(table: dict[str, Any], hook: str) -> Register:

@@ -202,3 +202,132 @@ def test_mixed_route_adds_the_models_draft_as_citable_evidence() -> None:
     assert len(draft) == 1 and draft[0].uri == "model://fake"
     assert draft[0].id in answer.cited_ids and "install#0" in answer.cited_ids
     assert not answer.from_memory
+
+
+# --- failing and hung sources, while routing too (issue 12, item 2) ------------------------------
+
+
+class Counting(Broken):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def search(self, query: str, k: int = 5, filters: object = None) -> list[Passage]:
+        self.calls += 1
+        return super().search(query, k, filters)
+
+
+class Hung:
+    """A source whose server accepted the connection and never replies."""
+
+    name = "hung"
+    description = "agentkit documentation mirror"
+
+    def __init__(self, seconds: float = 5.0) -> None:
+        self.seconds = seconds
+
+    def search(self, query: str, k: int = 5, filters: object = None) -> list[Passage]:
+        import time
+
+        time.sleep(self.seconds)
+        return []
+
+
+def _probing_agent(*sources, timeout: float = 30.0) -> Agent:  # type: ignore[no-untyped-def]
+    from agentkit.routing.probe import ProbePolicy
+    from agentkit.routing.router import PolicyRouter
+
+    return Agent(FakeLLM(), list(sources), router=PolicyRouter([ProbePolicy()]),
+                 settings=AgentSettings(source_timeout=timeout))
+
+
+def test_source_failing_while_routing_is_a_warning_not_a_silent_memory_answer() -> None:
+    broken = Counting()
+    answer = _probing_agent(broken).ask("How do I install agentkit?")
+    # Before: the probe took the error for "no match", routed to the model, warnings == [].
+    assert answer.route.targets == ["broken"]
+    assert any("'broken' failed while routing" in w and "connection refused" in w for w in answer.warnings)
+    assert any("no source could be searched" in w for w in answer.warnings)
+    assert not any("no passage matched" in w for w in answer.warnings)
+    assert broken.calls == 1  # not searched again after it failed in routing
+
+
+def test_a_failing_source_while_routing_does_not_hide_the_others() -> None:
+    answer = _probing_agent(corpus(), Counting()).ask("How do I install agentkit?")
+    assert answer.cited_ids == ["install#0"]
+    assert any("'broken' failed while routing" in w for w in answer.warnings)
+
+
+def test_source_timeout_bounds_a_lone_source() -> None:
+    import time
+
+    t0 = time.monotonic()
+    answer = Agent(FakeLLM(), [Hung()], settings=AgentSettings(source_timeout=0.3)).ask(
+        "How do I install agentkit?", route=["hung"])
+    # Before: one source was searched without the timeout: the full 5 s.
+    assert time.monotonic() - t0 < 2.5
+    assert any("'hung' did not answer within 0.3 s" in w for w in answer.warnings)
+
+
+def test_source_timeout_bounds_routing_and_the_search_after_it() -> None:
+    import time
+
+    t0 = time.monotonic()
+    answer = _probing_agent(Hung(), timeout=0.3).ask("How do I install agentkit?")
+    # Before: the probe waited 5 s, took the silence for "no match" and answered from memory.
+    assert time.monotonic() - t0 < 2.5
+    assert answer.route.targets == ["hung"]
+    assert [w for w in answer.warnings if "did not answer" in w] == [
+        "source 'hung' did not answer within 0.3 s while routing (agent.source_timeout); answering without it"]
+
+
+def test_a_silent_server_socket_is_bounded_by_source_timeout() -> None:
+    """A real TCP server that accepts and never replies, behind the DICT client."""
+    import socket
+    import threading
+    import time
+
+    from agentkit.knowledge.dictionary import DictionarySource
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])  # accepted, never answered
+            except OSError:
+                continue
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        source = DictionarySource("dict", server=f"dict://127.0.0.1:{server.getsockname()[1]}", timeout=30)
+        t0 = time.monotonic()
+        answer = Agent(FakeLLM(), [source], settings=AgentSettings(source_timeout=0.5)).ask(
+            "define serendipity", route=["dict"])
+        assert time.monotonic() - t0 < 3
+        assert any("'dict' did not answer within 0.5 s" in w for w in answer.warnings)
+    finally:
+        stop.set()
+        for c in held:
+            c.close()
+        server.close()
+
+
+def test_source_timeout_reaches_the_server_clients() -> None:
+    """The clients' own bounds fit in agent.source_timeout, so their precise error comes first
+    (before: an Elasticsearch request retried on timeout 4 times, 40 s, while saying "within 10 s")."""
+    from agentkit.knowledge.elasticsearch import ElasticsearchSource
+    from agentkit.knowledge.qdrant import QdrantSource
+
+    es = ElasticsearchSource("es", url="http://127.0.0.1:9", request_timeout=10, max_retries=3)
+    qd = QdrantSource("qd", url="http://127.0.0.1:9", timeout=10)
+    Agent(FakeLLM(), [es, qd], settings=AgentSettings(source_timeout=25))
+    assert (es.request_timeout, es.max_retries) == (10, 1)  # two tries of 10 s fit in 25 s
+    assert qd.timeout == 10
+    Agent(FakeLLM(), [es, qd], settings=AgentSettings(source_timeout=4))
+    assert (es.request_timeout, es.max_retries) == (4, 0)
+    assert qd.timeout == 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,28 @@ def test_names_are_normalised_and_checked(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "plugin name 'Bad Name!': use lower-case letters" in result.output
     result = CliRunner().invoke(cli, ["plugin", "new", "x", "--kind", "router"])
     assert result.exit_code == 2 and "'router' is not one of" in result.output
+
+
+@pytest.mark.parametrize(("name", "why"), [
+    ("import", r"'import' is a Python keyword; add a word, e\.g\. agentkit-import-plugin"),
+    ("class", r"'class' is a Python keyword"),
+    ("async", r"'async' is a Python keyword"),
+    ("agentkit-9lives", r"'9lives' must start with a letter to be a Python name"),
+    ("a" * 300, r"is 300 characters; use at most 60"),
+    ("agentkit-tool", r"the generated tool plugin already uses the name 'tool'"),
+])
+def test_names_that_would_not_compile_are_refused_in_one_line(name: str, why: str, tmp_path: Path) -> None:
+    # Before: each wrote a package that failed to import (or crashed writing a too-long file name).
+    result = CliRunner().invoke(cli, ["plugin", "new", name, "--kind", "tool", "--dir", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: plugin name ") and result.output.count("\n") == 1
+    assert re.search(why, result.output), result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_accepted_name_writes_modules_that_compile(tmp_path: Path) -> None:
+    for name, kind in (("agentkit-match", "tool"), ("x", "llm"), ("agentkit-memory-plus", "knowledge"),
+                       ("agentkit-" + "n" * 50, "knowledge")):
+        root = write_skeleton(name, kind, tmp_path)
+        for path in root.rglob("*.py"):
+            compile(path.read_text(), str(path), "exec")

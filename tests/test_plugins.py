@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from agentkit.cli import cli
 from agentkit.config import parse_config
 from agentkit.errors import ConfigError
 from agentkit.plugins import build_llm, hookimpl, load_registry, registry
+from agentkit.routing.base import Policy, Query, Vote
 from agentkit.routing.simple import SimpleRouter
 from agentkit.testing import FakeLLM
 from agentkit.tools import Tool, tool
@@ -65,6 +67,25 @@ class EchoLLM(FakeLLM):
     pass
 
 
+class WeatherPolicy:
+    """A third-party routing policy: weather questions go to the configured forecast source."""
+
+    name = "weather"
+    calls_model = False
+
+    def __init__(self, target: str = "forecasts") -> None:
+        self.target = target
+
+    @classmethod
+    def from_config(cls, router_config: Any, llm: Any) -> WeatherPolicy:
+        return cls("forecasts")
+
+    def assess(self, query: Query) -> Vote:
+        if "rain" in query.question.lower() and self.target in query.sources:
+            return Vote([self.target], 0.9, "mentions rain", {"weather:rain": 1.0}, decisive=True)
+        return Vote(signals={"weather:rain": 0.0})
+
+
 class GoodPlugin:
     @hookimpl
     def register_llms(self, register: Any) -> None:
@@ -76,7 +97,7 @@ class GoodPlugin:
 
     @hookimpl
     def register_routers(self, register: Any) -> None:
-        register("always_simple", SimpleRouter)
+        register("weather", WeatherPolicy)
 
     @hookimpl
     def register_tools(self, register: Any) -> None:
@@ -130,17 +151,24 @@ def test_builtins_register_through_the_same_hooks() -> None:
     reg = load_registry(entry_points=False)
     assert {"llama_cpp", "fake"} <= set(reg.llms)
     assert {"qdrant", "memory", "dictionary", "elasticsearch"} <= set(reg.knowledge_classes)
-    assert set(reg.routers) >= {"simple", "rules", "semantic", "probe", "confidence", "judge", "learned"}
-    assert reg.router("simple") is SimpleRouter
-    assert reg.plugins["builtins"].registered["register_routers"][0] == "simple"
+    assert set(reg.routers) == {"rules", "dictionary", "semantic", "probe", "confidence", "judge"}
+    assert reg.plugins["builtins"].registered["register_routers"][0] == "rules"
     assert reg.failures == {}
+
+
+def test_every_builtin_router_imports_and_is_a_policy() -> None:
+    # `learned` once pointed at a class that did not exist, and `simple` at a whole router.
+    reg = load_registry(entry_points=False)
+    for name in list(reg.routers):
+        cls = reg.router(name)
+        assert callable(getattr(cls, "assess", None)), name
 
 
 def test_every_hook_of_a_plugin_is_collected(installed: list[FakeEntryPoint]) -> None:
     reg = registry()
     assert reg.llm("echo") is EchoLLM
     assert reg.knowledge("lazy_memory").__name__ == "MemorySource"
-    assert reg.router("always_simple") is SimpleRouter
+    assert reg.router("weather") is WeatherPolicy
     assert reg.tool("shout") is shout
     double = reg.tool("double")
     assert isinstance(double, Tool) and double.parameters["properties"]["n"] == {"type": "integer"}
@@ -180,7 +208,7 @@ def test_unknown_names_are_config_errors_naming_the_key_and_the_choices(installe
     reg = registry()
     with pytest.raises(ConfigError, match=r"my\.yaml: tools\[1\]: unknown value 'shuot'; one of: double, shout"):
         reg.tool("shuot", origin="my.yaml", where="tools[1]")
-    with pytest.raises(ConfigError, match=r"router\.policy: unknown value 'nope'; one of: always_simple, confidence"):
+    with pytest.raises(ConfigError, match=r"router\.policy: unknown value 'nope'; one of: confidence, dictionary, judge, probe, rules, semantic, weather"):
         reg.router("nope")
 
 
@@ -208,7 +236,7 @@ def test_agentkit_plugins_lists_versions_registrations_and_failures(installed: l
     result = CliRunner().invoke(cli, ["plugins"])
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "builtins 0.1.0" in out and "routers: simple, rules" in out
+    assert "builtins 0.1.0" in out and "routers: rules, dictionary" in out
     assert "good 2.0.1 (agentkit-good)" in out
     assert "tools: shout, double" in out and "commands: hello, sources" in out
     assert "broken 1.2.3 (agentkit-broken)" in out
@@ -238,3 +266,114 @@ def test_help_does_not_load_plugins_when_none_are_installed(monkeypatch: pytest.
         assert registry.cache_info().currsize == 0
     finally:
         registry.cache_clear()
+
+
+# --- routers from plugins, end to end ------------------------------------------------------------
+
+ROUTED = """\
+llm: {backend: fake}
+sources:
+  forecasts: {type: memory, description: Weather forecasts.}
+  manual: {type: memory, description: The product manual.}
+router:
+  policies: [weather, rules]
+"""
+
+
+def test_a_plugin_router_decides_routes_through_its_entry_point(installed: list[FakeEntryPoint]) -> None:
+    cfg = parse_config(ROUTED, origin="routed.yaml")
+    agent = Agent.from_config(cfg)
+    assert isinstance(agent.router.policies[0], Policy)
+    answer = agent.ask("Will it rain in Leeds tomorrow?")
+    assert answer.route is not None
+    assert answer.route.policy == "auto:weather" and answer.route.targets == ["forecasts"]
+    assert answer.route.signals["weather:rain"] == 1.0
+    # Not about rain: the plugin abstains and the cascade goes on (its signal still counts).
+    other = agent.router.decide("How do I reset the device?", agent.sources)
+    assert other.policy != "auto:weather" and other.signals["weather:rain"] == 0.0
+
+
+class DecideOnly:
+    """A whole router (decide) registered as a policy: it used to fail inside the cascade on
+    every question, swallowed, so routing silently fell back to searching everything."""
+
+    @hookimpl
+    def register_routers(self, register: Any) -> None:
+        register("whole", SimpleRouter)
+        register("typo", "agentkit.routing.rules:NoSuchPolicy")
+
+
+def test_a_router_without_assess_is_a_config_error_not_a_silent_fallback(
+    installed: list[FakeEntryPoint],
+) -> None:
+    installed.append(FakeEntryPoint("whole", DecideOnly()))
+    registry.cache_clear()
+    cfg = parse_config(ROUTED.replace("[weather, rules]", "[whole]"), origin="routed.yaml")
+    with pytest.raises(ConfigError, match=r"router\.policies: 'whole' \(agentkit\.routing\.simple\.SimpleRouter\) "
+                                          r"has no assess\(query\) -> Vote.*It has decide\(\)"):
+        Agent.from_config(cfg)
+    cfg = parse_config(ROUTED.replace("[weather, rules]", "[typo]"), origin="routed.yaml")
+    with pytest.raises(ConfigError, match=r"'typo' is registered as 'agentkit\.routing\.rules:NoSuchPolicy', which cannot be imported"):
+        Agent.from_config(cfg)
+    with pytest.raises(ConfigError, match=r"routed\.yaml: router\.policies: unknown policy 'wether'; one of: .*weather"):
+        parse_config(ROUTED.replace("[weather, rules]", "[wether]"), origin="routed.yaml")
+
+
+def test_a_policy_router_refuses_objects_without_assess() -> None:
+    from agentkit.routing.router import PolicyRouter
+
+    with pytest.raises(TypeError, match="has no assess"):
+        PolicyRouter([SimpleRouter()])
+
+
+# --- plugins that misbehave while loading -------------------------------------------------------
+
+
+def test_a_plugin_calling_sys_exit_on_import_is_reported_and_agentkit_goes_on(
+    installed: list[FakeEntryPoint], caplog: pytest.LogCaptureFixture,
+) -> None:
+    installed.append(FakeEntryPoint("nine", SystemExit(3)))
+    registry.cache_clear()
+    reg = registry()  # before: SystemExit escaped and agentkit exited with status 3, saying nothing
+    assert reg.failures["nine"] == "SystemExit: the plugin called sys.exit(3)"
+    assert reg.llm("echo") is EchoLLM
+    assert "plugin 'nine' failed to load (SystemExit: the plugin called sys.exit(3))" in caplog.text
+    result = CliRunner().invoke(cli, ["plugins"])
+    assert result.exit_code == 0 and "failed: SystemExit: the plugin called sys.exit(3)" in result.output
+
+
+def test_a_lazy_target_whose_module_raises_is_a_one_line_error(
+    installed: list[FakeEntryPoint], tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (tmp_path / "agentkit_explodes.py").write_text("raise RuntimeError('no licence key')\n")
+    (tmp_path / "agentkit_quits.py").write_text("import sys\nsys.exit(4)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    class Lazy:
+        @hookimpl
+        def register_knowledge(self, register: Any) -> None:
+            register("boom", "agentkit_explodes:Source")
+            register("quits", "agentkit_quits:Source")
+
+    installed.append(FakeEntryPoint("lazy", Lazy()))
+    registry.cache_clear()
+    for kind, why in (("boom", "RuntimeError: no licence key"), ("quits", r"SystemExit: the plugin called sys\.exit\(4\)")):
+        config = tmp_path / f"{kind}.yaml"
+        config.write_text(f"llm: {{backend: fake}}\nsources:\n  notes: {{type: {kind}}}\n")
+        result = CliRunner().invoke(cli, ["--config", str(config), "sources"])
+        assert result.exit_code == 2, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert "Traceback" not in result.output
+        assert re.search(rf"error: .*sources\.notes\.type: '{kind}' is registered as 'agentkit_\w+:Source', "
+                         rf"which cannot be imported \({why}\)", result.output), result.output
+
+
+def test_agentkit_plugins_naming_an_unknown_plugin_says_so(
+    installed: list[FakeEntryPoint], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("AGENTKIT_PLUGINS", "good,goood")
+    reg = load_registry()  # before: "goood" was silently ignored
+    assert "good" not in reg.failures
+    assert reg.failures["goood"] == ("not installed, yet AGENTKIT_PLUGINS names it; "
+                                     "installed plugins: good, broken, grumpy")
+    assert "plugin 'goood': not installed" in caplog.text

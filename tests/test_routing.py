@@ -6,7 +6,7 @@ import pytest
 
 from agentkit.knowledge.memory import MemorySource
 from agentkit.routing.simple import SimpleRouter
-from agentkit.types import PARAMETRIC
+from agentkit.types import PARAMETRIC, Passage
 
 
 class Dictionary(MemorySource):
@@ -61,3 +61,33 @@ def test_no_sources_means_parametric() -> None:
 def test_user_patterns_extend_rules(sources: dict[str, MemorySource]) -> None:
     router = SimpleRouter(parametric_patterns=[r"^brainstorm\b"])
     assert router.decide("brainstorm names for a cat", sources).targets == [PARAMETRIC]
+
+
+# --- a failing source while routing (issue 12, item 2) -------------------------------------------
+
+
+class _Failing(MemorySource):
+    def search(self, query, k=5, filters=None):  # type: ignore[no-untyped-def]
+        raise ConnectionError("connection refused")
+
+
+def test_probe_keeps_a_failing_source_instead_of_suggesting_the_model(sources: dict[str, MemorySource]) -> None:
+    from agentkit.routing.base import Query
+    from agentkit.routing.probe import ProbePolicy
+
+    down = {"manual": _Failing("manual", "the agentkit user manual")}
+    vote = ProbePolicy().assess(Query("how do I install agentkit", down))
+    # Before: the error counted as "no hits" and the vote was [parametric].
+    assert vote.targets == ["manual"]
+    assert "could not search manual" in vote.reason
+    assert vote.signals["probe:manual:failed"] == 1.0 and vote.signals["probe:failed"] == 1.0
+
+
+def test_probe_picks_the_sources_that_match_and_names_the_failing_one() -> None:
+    from agentkit.routing.base import Query
+    from agentkit.routing.probe import ProbePolicy
+
+    manual = MemorySource("manual", "the agentkit user manual")
+    manual.add([Passage("install#0", "Install agentkit with pip.", "Installation")])
+    vote = ProbePolicy().assess(Query("how do I install agentkit", {"manual": manual, "down": _Failing("down")}))
+    assert vote.targets == ["manual"] and "could not search down" in vote.reason

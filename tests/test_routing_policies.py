@@ -36,7 +36,7 @@ from agentkit.routing.router import PolicyRouter
 from agentkit.routing.rules import RulesPolicy
 from agentkit.routing.semantic import LexicalEmbedder, SemanticPolicy
 from agentkit.testing import FakeLLM
-from agentkit.types import PARAMETRIC, Passage
+from agentkit.types import PARAMETRIC, Passage, RouteDecision
 
 
 def papers() -> MemorySource:
@@ -285,6 +285,17 @@ def test_cascade_falls_back_to_the_last_tentative_vote_then_to_every_source() ->
     d = PolicyRouter([Fixed("broken", RuntimeError("down")), Fixed("silent", Vote())]).decide("anything", srcs)
     assert d.targets == ["papers", "manual"] and d.policy == "auto:fallback"
     assert d.signals["broken:failed"] == 1.0
+
+
+def test_a_failing_or_ill_typed_policy_is_named_not_silent() -> None:
+    srcs = {"papers": papers(), "manual": manual()}
+    # A whole router's decision instead of a Vote: before, an AttributeError swallowed in silence.
+    wrong = Fixed("wrong", RouteDecision(["manual"], 1.0, "a decision, not a vote"))  # type: ignore[arg-type]
+    d = PolicyRouter([wrong, Fixed("broken", RuntimeError("down"))]).decide("anything", srcs)
+    assert d.policy == "auto:fallback" and d.signals["wrong:failed"] == 1.0
+    assert d.reason == "no policy was sure (wrong, broken failed; see the log); searching every document source"
+    with pytest.raises(TypeError, match="has no assess"):
+        PolicyRouter([object()])  # type: ignore[list-item]
 
 
 def test_no_sources_means_the_model() -> None:

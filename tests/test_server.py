@@ -21,6 +21,7 @@ import openai
 import pytest
 
 from agentkit import Agent, MemorySource, Message, Passage
+from agentkit.config import AgentSettings
 from agentkit.llm.base import Delta, GenerationOptions
 from agentkit.server.app import create_app
 from agentkit.server.background import ServerThread, free_port
@@ -114,9 +115,12 @@ def test_models_lists_the_agent_and_the_bare_model(client: openai.OpenAI) -> Non
     assert ids == ["agentkit", "agentkit/raw"]
 
 
-def test_health_answers_without_a_token(url: str) -> None:
-    data = httpx.get(url + "/health").json()
+def test_health_answers_without_a_token_but_names_nothing(url: str) -> None:
+    # Anyone may ask whether it is up; the model and the sources are for token holders.
+    assert httpx.get(url + "/health").json() == {"status": "ok"}
+    data = httpx.get(url + "/health", headers={"Authorization": f"Bearer {TOKEN}"}).json()
     assert data["status"] == "ok" and data["sources"] == ["docs"] and data["max_concurrency"] == 8
+    assert data["model"] == "fake"
 
 
 def test_answer_carries_citations_and_route_in_the_extra_field(client: openai.OpenAI) -> None:
@@ -474,3 +478,228 @@ def test_serve_binds_loopback_by_default_and_warns_when_exposed_without_a_token(
     assert "without a token" in loud.output
     guarded = runner.invoke(cli, ["--config", str(config), "serve", "--host", "0.0.0.0", "--token", "t"])
     assert "without a token" not in guarded.output
+
+
+# --- hardening: browsers, resource bounds (issue 12, items 6 and 8) ----------------------------------
+
+
+def guarded(token: str | None = None, **kw: Any) -> ServerThread:
+    return ServerThread(create_app(Agent(SlowLLM(), [docs()]), token=token, **kw))
+
+
+def chat_body(question: str = "How do I install agentkit?", model: str = "agentkit") -> bytes:
+    return json.dumps({"model": model, "messages": ask(question)}).encode()
+
+
+def test_a_dns_rebinding_page_is_refused_by_its_host_name() -> None:
+    # The page at http://evil.example:PORT made evil.example resolve to 127.0.0.1: the browser
+    # sends the page's own name as Host and its own origin, so to the browser it is same-origin.
+    with guarded() as base:
+        port = base.rsplit(":", 1)[1]
+        rebinding = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}", "Content-Type": "application/json"}
+        response = httpx.post(base + "/v1/chat/completions", content=chat_body(), headers=rebinding)
+        assert response.status_code == 403 and response.json()["error"]["code"] == "host_not_allowed"
+        assert "server.allowed_hosts" in response.json()["error"]["message"]
+        assert "install#0" not in response.text
+        assert httpx.get(base + "/health", headers={"Host": "evil.example"}).status_code == 403
+        # The names a local client uses still work.
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "[::1]"):
+            assert httpx.get(base + "/v1/models", headers={"Host": host}).status_code == 200, host
+    with guarded(allowed_hosts=["gpu.lan"]) as base:
+        assert httpx.get(base + "/v1/models", headers={"Host": "gpu.lan:8000"}).status_code == 200
+        assert httpx.get(base + "/v1/models", headers={"Host": "evil.example"}).status_code == 403
+    with guarded(token=TOKEN) as base:  # a page cannot hold the token: any name may reach it
+        auth = {"Authorization": f"Bearer {TOKEN}", "Host": "gpu.lan"}
+        assert httpx.get(base + "/v1/models", headers=auth).status_code == 200
+
+
+def test_a_cross_origin_page_cannot_post_text_plain_to_localhost() -> None:
+    with guarded() as base:
+        # A "simple" request, sent by any page without a preflight: refused by its Origin.
+        simple = {"Origin": "http://evil.example", "Content-Type": "text/plain"}
+        response = httpx.post(base + "/v1/chat/completions", content=chat_body(), headers=simple)
+        assert response.status_code == 403 and response.json()["error"]["code"] == "origin_not_allowed"
+        assert "server.cors_origins" in response.json()["error"]["message"]
+        assert "access-control-allow-origin" not in response.headers
+        # Without an Origin (curl, a form-encoded post) the body must still be declared JSON.
+        for kind in ("text/plain", "application/x-www-form-urlencoded", None):
+            headers = {"Content-Type": kind} if kind else {}
+            response = httpx.post(base + "/v1/chat/completions", content=chat_body(), headers=headers)
+            assert response.status_code == 415, kind
+            assert response.json()["error"]["code"] == "unsupported_media_type"
+            assert "Content-Type: application/json" in response.json()["error"]["message"]
+        count = httpx.post(base + "/extras/tokenize/count", content=b'{"input": "a b"}', headers={"Content-Type": "text/plain"})
+        assert count.status_code == 415
+
+
+def test_a_page_served_from_the_same_origin_keeps_working() -> None:
+    with guarded() as base:
+        same = {"Origin": base, "Content-Type": "application/json; charset=utf-8"}
+        response = httpx.post(base + "/v1/chat/completions", content=chat_body(), headers=same)
+        assert response.status_code == 200, response.text
+        assert response.json()["agentkit"]["passages"][0] == "install#0"
+        assert "access-control-allow-origin" not in response.headers  # no CORS unless configured
+
+
+def test_cors_headers_go_only_to_configured_origins() -> None:
+    app_origin = "https://notes.example"
+    with guarded(cors_origins=[app_origin]) as base:
+        preflight = httpx.options(
+            base + "/v1/chat/completions",
+            headers={"Origin": app_origin, "Access-Control-Request-Method": "POST",
+                     "Access-Control-Request-Headers": "content-type"},
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == app_origin
+        response = httpx.post(base + "/v1/chat/completions", content=chat_body(),
+                              headers={"Origin": app_origin, "Content-Type": "application/json"})
+        assert response.status_code == 200 and response.headers["access-control-allow-origin"] == app_origin
+        other = httpx.post(base + "/v1/chat/completions", content=chat_body(),
+                           headers={"Origin": "https://evil.example", "Content-Type": "application/json"})
+        assert other.status_code == 403 and "access-control-allow-origin" not in other.headers
+
+
+def test_deeply_nested_json_is_a_400_not_a_500() -> None:
+    with guarded() as base:
+        headers = {"Content-Type": "application/json"}
+        for body in (b"[" * 100_000, b"[" * 100_000 + b"]" * 100_000, json.dumps({"model": "agentkit/raw",
+                     "messages": ask("x"), "response_format": {"type": "json_object", "schema": _nested(500)}}).encode()):
+            response = httpx.post(base + "/v1/chat/completions", content=body, headers=headers)
+            assert response.status_code == 400, response.text[:200]
+            error = response.json()["error"]
+            assert error["code"] == "invalid_json" and "64 levels" in error["message"]
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(depth):
+        schema = {"type": "array", "items": schema}
+    return schema
+
+
+def test_a_grammar_or_schema_over_the_limit_is_a_400_naming_it(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="agentkit/raw", messages=ask("x"), extra_body={"grammar": 'root ::= "' + "y" * 20_000 + '"'})
+    assert err.value.code == "grammar_too_large" and "16384" in err.value.message
+    assert "server.max_grammar_chars" in err.value.message
+    schema = {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(800)}}
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="agentkit/raw", messages=ask("x"), response_format=cast(Any, {"type": "json_object", "schema": schema}))
+    assert err.value.code == "grammar_too_large" and err.value.param == "response_format"
+
+
+def test_the_compiled_grammar_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    # llama_cpp itself is not needed: the cache logic sits in front of its compiler.
+    import types
+
+    from agentkit.llm import llama_cpp as backend
+
+    compiled: list[str] = []
+    fake = types.ModuleType("llama_cpp.llama_grammar")
+    fake.LlamaGrammar = types.SimpleNamespace(from_string=lambda gbnf, verbose=False: compiled.append(gbnf) or gbnf)  # type: ignore[attr-defined]
+    fake.json_schema_to_gbnf = lambda schema: f"root ::= {schema!r}"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "llama_cpp", types.ModuleType("llama_cpp"))
+    monkeypatch.setitem(sys.modules, "llama_cpp.llama_grammar", fake)
+    monkeypatch.setattr(backend, "_check_grammar", lambda llama, gbnf, what: None)
+    llm = backend.LlamaCppLLM()
+    for i in range(10 * backend.GRAMMAR_CACHE_SIZE):
+        llm._grammar(None, GenerationOptions(grammar=f'root ::= "{i}"'))
+        llm._grammar(None, GenerationOptions(json_schema={"const": i}))
+        llm._grammar(None, GenerationOptions(grammar='root ::= "hot"'))  # in use all along: stays cached
+    assert len(llm._grammars) <= backend.GRAMMAR_CACHE_SIZE
+    assert compiled.count('root ::= "hot"') == 1
+
+
+def test_a_non_streaming_client_that_disconnects_stops_its_generation() -> None:
+    for model in ("agentkit", "agentkit/raw"):
+        llm = SlowLLM("Reasoning: r.\nAnswer: " + "word " * 400 + "[1]", delay=0.01)
+        with ServerThread(create_app(Agent(llm, [docs()]))) as base:
+            body = json.dumps({"model": model, "messages": ask("How do I install agentkit?"), "max_tokens": 2000}).encode()
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(base + "/v1/chat/completions", content=body, headers={"Content-Type": "application/json"}, timeout=0.5)
+            assert llm.closed.wait(5), f"{model}: generation went on after the client left"
+            assert llm.produced < 400, model
+            deadline = time.monotonic() + 5
+            while httpx.get(base + "/health").json()["active"] and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert httpx.get(base + "/health").json()["active"] == 0
+
+
+def test_token_counting_takes_a_concurrency_slot() -> None:
+    gate = threading.Event()
+
+    class Blocking(SlowLLM):
+        def count_tokens(self, text: str) -> int:
+            if text == "hold":
+                gate.wait(10)
+            return super().count_tokens(text)
+
+    with ServerThread(create_app(Agent(Blocking(), [docs()]), max_concurrency=1)) as base:
+        headers = {"Content-Type": "application/json"}
+        with ThreadPoolExecutor(1) as pool:
+            held = pool.submit(httpx.post, base + "/extras/tokenize/count", content=b'{"input": "hold"}', headers=headers, timeout=20)
+            deadline = time.monotonic() + 5
+            while httpx.get(base + "/health").json()["active"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            busy = httpx.post(base + "/extras/tokenize/count", content=b'{"input": "a b c"}', headers=headers)
+            assert busy.status_code == 429 and busy.json()["error"]["code"] == "concurrency_limit_exceeded"
+            gate.set()
+            assert held.result().json() == {"count": 1}
+        assert httpx.post(base + "/extras/tokenize/count", content=b'{"input": "a b c"}', headers=headers).json() == {"count": 3}
+
+
+def test_a_thousand_history_messages_are_trimmed_in_linear_time_and_leave_room_for_evidence() -> None:
+    class Counting(SlowLLM):
+        def __init__(self) -> None:
+            super().__init__()
+            self.counted = 0  # message tokens counted over all calls: the trimming's work
+
+        def count_message_tokens(self, messages: Sequence[Message]) -> int:
+            self.counted += len(messages)
+            return super().count_message_tokens(messages)
+
+    llm = Counting()
+    history = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " + "chatter " * 20} for i in range(1_000)]
+    body = json.dumps({"model": "agentkit", "messages": [*history, *ask("How do I install agentkit?")]}).encode()
+    manual = MemorySource("docs", "agentkit installation manual")
+    manual.add([Passage(f"install#{i}", f"Install agentkit, step {i}: " + "details " * 40, "Install") for i in range(5)])
+    # The chain-of-thought reader shows whole passages, as many as the evidence room takes.
+    agent = Agent(llm, [manual], settings=AgentSettings(reader="cot", verify="off"))
+    with ServerThread(create_app(agent, max_body_bytes=1 << 20)) as base:
+        response = httpx.post(base + "/v1/chat/completions", content=body, headers={"Content-Type": "application/json"}, timeout=60)
+    assert response.status_code == 200, response.text[:300]
+    extra = response.json()["agentkit"]
+    assert extra["route"]["targets"] == ["docs"] and not extra["warnings"], extra["warnings"]
+    # Re-rendering after each dropped pair counted ~250,000 messages; once per prompt is ~ a few thousand.
+    assert llm.counted < 10_000, llm.counted
+    prompt = " ".join(m.content for m in llm.calls[-1][0])
+    assert "turn 999 " in prompt  # the newest turns are kept
+    # History gives way to the evidence: all five retrieved passages fit beside it.
+    assert sorted(extra["passages"]) == [f"install#{i}" for i in range(5)]
+    assert all(f"step {i}:" in prompt for i in range(5))
+
+
+def test_serve_takes_allowed_hosts_and_cors_origins_from_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+    from click.testing import CliRunner
+    from starlette.testclient import TestClient
+
+    from agentkit.cli import cli
+
+    apps: list[Any] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: apps.append(app))
+    monkeypatch.delenv("AGENTKIT_SERVER_TOKEN", raising=False)
+    plain, configured = tmp_path / "plain.yaml", tmp_path / "configured.yaml"
+    plain.write_text(CONFIG)
+    configured.write_text(CONFIG + "server: {allowed_hosts: [testserver], cors_origins: ['https://notes.example'], max_grammar_chars: 100}\n")
+    for config in (plain, configured):
+        result = CliRunner().invoke(cli, ["--config", str(config), "serve"])
+        assert result.exit_code == 0, result.output
+    # TestClient calls itself "testserver": a name, refused unless the config lists it.
+    assert TestClient(apps[0]).get("/v1/models").status_code == 403
+    client = TestClient(apps[1])
+    assert client.get("/v1/models").status_code == 200
+    allowed = client.get("/v1/models", headers={"Origin": "https://notes.example"})
+    assert allowed.headers["access-control-allow-origin"] == "https://notes.example"
+    body = {"model": "agentkit/raw", "messages": ask("x"), "grammar": "root ::= " + '"y" ' * 40}
+    assert client.post("/v1/chat/completions", json=body).json()["error"]["code"] == "grammar_too_large"

@@ -328,6 +328,11 @@ class DictClient:
 
         return self._command(f"MATCH {quote(db)} {quote(strategy)} {quote(word)}", handle)
 
+    def health(self) -> dict[str, str]:
+        """Connect (if not yet) and list the databases: SourceUnavailable when the server cannot
+        be reached or does not answer, so a status report never calls a dead server fine."""
+        return self.show_db()
+
     def show_db(self) -> dict[str, str]:
         """Database name -> description, in the server's order."""
         return self._show("SHOW DB", 110, 554)

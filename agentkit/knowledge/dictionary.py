@@ -482,6 +482,18 @@ class DictionarySource:
             p.score = round(1.0 / (1 + i), 6)
         return out
 
+    def health(self) -> str:
+        """What answers, checked now: each DICT server is connected to and asked for its
+        databases (SourceUnavailable if it cannot be); local files and glossaries are counted."""
+        parts = []
+        for backend in self._backends:
+            if isinstance(backend, _ServerBackend):
+                found = backend.client.health()
+                parts.append(f"server {backend.client.address}: {len(found)} database(s)")
+            elif isinstance(backend, _LocalBackend):
+                parts.append(f"{len(backend.books)} local book(s)")
+        return "; ".join(parts)
+
     def warm_up(self) -> None:
         """Load the local indexes now rather than on the first question."""
         for backend in self._backends:

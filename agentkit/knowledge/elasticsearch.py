@@ -338,6 +338,24 @@ class ElasticsearchSource:
         with self._errors("connect"):
             self._connect().info()
 
+    def cap_timeout(self, seconds: float) -> None:
+        """Make one request, retries on timeout included, give up within `seconds` (the agent
+        passes `agent.source_timeout`): a shorter `request_timeout`, and no more timed-out tries
+        than fit in the time."""
+        per_try = min(self.request_timeout, seconds)
+        retries = min(self.max_retries, max(1, int(seconds // per_try)) - 1) if self.retry_on_timeout else self.max_retries
+        if (per_try, retries) == (self.request_timeout, self.max_retries):
+            return
+        self.request_timeout, self.max_retries = per_try, retries
+        with self._lock:
+            client = self._client
+            if client is not None and not self._owns_client:
+                self._client = client.options(request_timeout=per_try, max_retries=retries)
+            elif client is not None:
+                self._client = None  # the next request builds a client with the new bounds
+        if client is not None and self._owns_client:
+            client.close()
+
     def close(self) -> None:
         """Close the connections of a client this source made; a later call opens new ones."""
         with self._lock:
@@ -798,9 +816,12 @@ class ElasticsearchSource:
                 f"sources.{self.name}.ca_certs to the CA file that signed the cluster's certificate"
             )
         if isinstance(exc, ConnectionTimeout):
+            tries = 1 + self.max_retries if self.retry_on_timeout else 1
+            spent = f"{self.request_timeout * tries:g} s ({tries} tries of {self.request_timeout:g} s)" if tries > 1 \
+                else f"{self.request_timeout:g} s"
             return SourceUnavailable(
-                f"{prefix}: {where} did not answer within {self.request_timeout:g} s; check the cluster's "
-                f"health, or raise sources.{self.name}.request_timeout"
+                f"{prefix}: {where} did not answer within {spent}; check the cluster's "
+                f"health, or raise sources.{self.name}.request_timeout (and agent.source_timeout, which bounds it)"
             )
         if isinstance(exc, ConnectionError):
             return SourceUnavailable(

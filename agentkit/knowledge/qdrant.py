@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agentkit.errors import ConfigError, KnowledgeSourceError, SourceUnavailable
+from agentkit.errors import ConfigError, KnowledgeSourceError, SourceUnavailable, StoreLocked
 from agentkit.knowledge.base import Filters, matches
 from agentkit.knowledge.embeddings import Embedder, EmbedderConfig, build_embedder
 from agentkit.knowledge.fusion import RRF_K, CrossEncoderReranker, RerankerConfig, build_reranker
@@ -295,6 +295,15 @@ class QdrantSource:
             if warm is not None:
                 warm()
 
+    def cap_timeout(self, seconds: float) -> None:
+        """Make a server request give up within `seconds` (the agent passes agent.source_timeout);
+        an embedded store has no requests to bound."""
+        if self.url and seconds < self.timeout:
+            self.timeout = seconds
+            store = self._store
+            if isinstance(store, _ClientStore):
+                store.timeout = seconds  # read when its client is made, on first use
+
     def close(self) -> None:
         """Release the store (and its lock on `path`); a later call opens it again."""
         with self._lock:
@@ -369,10 +378,11 @@ class QdrantSource:
             )
         if "already accessed by another instance" in text or "WouldBlock" in text:
             where = self.path if self.engine == "client" else self.path and self.path / "edge" / self.collection
-            return SourceUnavailable(
+            return StoreLocked(
                 f"{prefix}: the store at {where} is held by another agentkit process (or another source "
                 f"object in this one); stop that process, or serve the data from a Qdrant server "
-                f"(sources.{self.name}.url) so that several processes can share it"
+                f"(sources.{self.name}.url) so that several processes can share it",
+                path=where,
             )
         if kind == "UnexpectedResponse":
             text = f"{exc.status_code} {exc.content.decode(errors='replace')[:300]}"  # type: ignore[attr-defined]
@@ -417,6 +427,18 @@ class QdrantSource:
             return 0
         with self._errors("count"):
             return store.count()
+
+    def ids_where(self, filters: Filters) -> list[str]:
+        """Ids of every stored passage whose metadata matches `filters` (a scroll, no ranking)."""
+        terms = _filter_terms(filters)
+        store = self._open(create=False) if terms is not None else None
+        if store is None:
+            return []
+        native, _ = store.build_filter(terms)
+        with self._errors("scroll"):
+            payloads = store.scroll(native)
+        # Conditions the engine could not express are checked here, as in search().
+        return [str(pl["id"]) for pl in payloads if pl and matches(pl.get("metadata") or {}, filters)]
 
     def get(self, ids: Sequence[str]) -> list[Passage]:
         """The stored passages among `ids`, in the order asked; missing ids are left out."""
@@ -539,6 +561,9 @@ def _check_dense(have: dict[str, int] | None, want: int, describe: str, fix: str
     )
 
 
+#: Points per page when listing ids by filter (`ids_where`).
+_SCROLL_PAGE = 1024
+
 #: Fused results fetched past the limit, so that ties at the cut are settled by `_settle_ties`.
 TIE_MARGIN = 8
 
@@ -659,6 +684,19 @@ class _EdgeStore:
 
     def count(self) -> int:
         return int(self._shard.count(self._qe.CountRequest(exact=True)))
+
+    def scroll(self, native_filter: Any) -> list[dict[str, Any]]:
+        qe = self._qe
+        out: list[dict[str, Any]] = []
+        offset = None
+        while True:
+            request = qe.ScrollRequest(
+                offset=offset, limit=_SCROLL_PAGE, filter=native_filter, with_payload=["id", "metadata"], with_vector=False
+            )
+            records, offset = self._shard.scroll(request)
+            out.extend(r.payload for r in records)
+            if offset is None:
+                return out
 
     def retrieve(self, ids: list[str]) -> list[dict[str, Any]]:
         return [r.payload for r in self._shard.retrieve(ids, with_payload=True, with_vector=False)]
@@ -834,6 +872,19 @@ class _ClientStore:
     def count(self) -> int:
         with self._op_lock:
             return int(self._client.count(self.collection, exact=True).count)
+
+    def scroll(self, native_filter: Any) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        offset = None
+        while True:
+            with self._op_lock:
+                records, offset = self._client.scroll(
+                    self.collection, scroll_filter=native_filter, limit=_SCROLL_PAGE, offset=offset,
+                    with_payload=["id", "metadata"], with_vectors=False,
+                )
+            out.extend(r.payload for r in records)
+            if offset is None:
+                return out
 
     def retrieve(self, ids: list[str]) -> list[dict[str, Any]]:
         with self._op_lock:

@@ -6,6 +6,7 @@ tokenizer and chat template, and turns llama.cpp's failures into agentkit's type
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import io
@@ -49,6 +50,9 @@ if TYPE_CHECKING:
 
 #: Template tokens assumed per message when the chat template cannot be rendered.
 _MESSAGE_OVERHEAD = 4
+#: Compiled grammars kept per model, least recently used dropped first: a server's clients may
+#: send a new grammar with every request, and each one would otherwise stay in memory for good.
+GRAMMAR_CACHE_SIZE = 32
 
 _TOO_LONG = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
 
@@ -213,7 +217,7 @@ class LlamaCppLLM:
         # release the lock) in another. `_owner` turns same-thread re-entry into an error.
         self._generate_lock = threading.Lock()
         self._owner: int | None = None
-        self._grammars: dict[str, LlamaGrammar] = {}
+        self._grammars: collections.OrderedDict[str, LlamaGrammar] = collections.OrderedDict()
         for name, path in (adapters or {}).items():
             self.add_adapter(name, path)
 
@@ -575,6 +579,7 @@ class LlamaCppLLM:
             return None
         cached = self._grammars.get(key)
         if cached is not None:
+            self._grammars.move_to_end(key)
             return cached
         if options.grammar is not None:
             gbnf = options.grammar
@@ -586,6 +591,8 @@ class LlamaCppLLM:
         _check_grammar(llama, gbnf, what)
         grammar = LlamaGrammar.from_string(gbnf, verbose=self.verbose)
         self._grammars[key] = grammar
+        while len(self._grammars) > GRAMMAR_CACHE_SIZE:
+            self._grammars.popitem(last=False)
         return grammar
 
 

@@ -110,6 +110,9 @@ class TransformersLLM:
     """
 
     config_model = TransformersConfig
+    #: No grammar or JSON-schema decoding here: config validation refuses settings that need it
+    #: (tools, max_steps > 1, the judge), and the agent answers without it where it is optional.
+    constrained_output = False
 
     def __init__(
         self,

@@ -44,12 +44,36 @@ def build_policy(name: str, r: RouterConfig, llm: Any) -> Any:
         return JudgePolicy(llm)
     from agentkit.plugins import registry
 
-    reg = registry()
-    resolve = getattr(reg, "router", None)
-    if resolve is None:
-        raise ConfigError(f"router.policies: unknown policy {name!r}")
-    cls = resolve(name, where="router.policies")
-    return cls.from_config(r, llm) if hasattr(cls, "from_config") else cls()
+    cls = registry().router(name, where="router.policies")
+    try:
+        policy = cls.from_config(r, llm) if hasattr(cls, "from_config") else cls()
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a plugin's constructor may raise anything
+        raise ConfigError(f"router.policies: building policy {name!r} ({_qualname(cls)}) failed: "
+                          f"{type(exc).__name__}: {exc}") from None
+    return check_policy(policy, name)
+
+
+def check_policy(policy: Any, name: str) -> Any:
+    """`policy` if it implements `agentkit.routing.base.Policy`, else a ConfigError saying what
+    is missing; a missing `name` or `calls_model` is filled in (the registered name, False)."""
+    if not callable(getattr(policy, "assess", None)):
+        hint = (" It has decide(): that is a whole router; a policy returns a Vote from assess(query)."
+                if callable(getattr(policy, "decide", None)) else "")
+        raise ConfigError(
+            f"router.policies: {name!r} ({_qualname(type(policy))}) has no assess(query) -> Vote, so it cannot "
+            f"take part in routing.{hint} Implement agentkit.routing.base.Policy (see the register_routers "
+            f"hook), or remove {name!r} from router.policies"
+        )
+    for attr, default in (("name", name), ("calls_model", False)):
+        if not hasattr(policy, attr):
+            setattr(policy, attr, default)
+    return policy
+
+
+def _qualname(cls: Any) -> str:
+    return f"{getattr(cls, '__module__', '?')}.{getattr(cls, '__qualname__', repr(cls))}"
 
 
 def model_path(cfg: Config) -> Path:

@@ -23,6 +23,12 @@ log = logging.getLogger(__name__)
 
 class PolicyRouter:
     def __init__(self, policies: Sequence[Policy], *, model: LogisticModel | None = None, name: str = "auto") -> None:
+        for policy in policies:
+            # Checked here, not in the cascade: there an AttributeError would read as a failing
+            # policy, and the router would quietly fall back on every question.
+            if not callable(getattr(policy, "assess", None)):
+                raise TypeError(f"routing policy {policy!r} has no assess(query) -> Vote; "
+                                "see agentkit.routing.base.Policy")
         self.policies = list(policies)
         self.model = model
         self.name = "learned" if model is not None else name
@@ -35,6 +41,8 @@ class PolicyRouter:
             t0 = time.perf_counter()
             try:
                 vote = policy.assess(query)
+                if not isinstance(vote, Vote):
+                    raise TypeError(f"assess() returned {type(vote).__name__}, not a Vote")
             except Exception as exc:  # noqa: BLE001 - one failing policy must not stop routing
                 log.warning("routing policy %r failed: %s: %s", policy.name, type(exc).__name__, exc)
                 signals[f"{policy.name}:failed"] = 1.0
@@ -63,7 +71,9 @@ class PolicyRouter:
             name, vote = votes[-1]
             return RouteDecision(vote.targets, round(vote.confidence, 3), vote.reason, signals, f"{self.name}:{name}")
         targets = query.documents or query.dictionaries
-        return RouteDecision(targets, 0.4, "no policy was sure; searching every document source", signals,
+        failed = [k.removesuffix(":failed") for k in signals if k.endswith(":failed")]
+        why = f" ({', '.join(failed)} failed; see the log)" if failed else ""
+        return RouteDecision(targets, 0.4, f"no policy was sure{why}; searching every document source", signals,
                              f"{self.name}:fallback")
 
     def _learned(self, query: Query) -> RouteDecision:

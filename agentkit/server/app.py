@@ -10,20 +10,27 @@ import contextlib
 import hmac
 import json
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from agentkit.errors import AgentkitError, InputError, PromptTooLong, UnknownSource
+from agentkit.llm.base import Completion
+from agentkit.server.guard import BrowserGuard
+from agentkit.server.remote import routes as remote_routes
 from agentkit.server.protocol import (
+    DEFAULT_MAX_GRAMMAR,
+    MAX_JSON_DEPTH,
     ApiError,
     ChatRequest,
     ReplySplitter,
@@ -31,10 +38,11 @@ from agentkit.server.protocol import (
     answer_body,
     chunk,
     completion_id,
+    json_depth,
     parse_chat_request,
     raw_body,
 )
-from agentkit.types import AnswerEvent, RouteEvent, TokenEvent
+from agentkit.types import AnswerEvent, RouteEvent, TokenEvent, Usage
 
 if TYPE_CHECKING:
     from agentkit.agent import Agent
@@ -52,17 +60,50 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY,
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     model_name: str = "agentkit",
+    allowed_hosts: Sequence[str] = (),
+    cors_origins: Sequence[str] = (),
+    max_grammar_chars: int = DEFAULT_MAX_GRAMMAR,
 ) -> Starlette:
     """An ASGI app serving `agent` as model `model_name` and its bare LLM as `model_name/raw`.
 
-    `token`: clients must send `Authorization: Bearer <token>` (GET /health stays open).
-    Requests beyond `max_concurrency` get 429 with Retry-After; bodies over `max_body_bytes` get 413.
+    `token`: clients must send `Authorization: Bearer <token>` (GET /health answers without it,
+    with its status only). Requests beyond `max_concurrency` get 429 with Retry-After; bodies
+    over `max_body_bytes` get 413; grammars and JSON schemas over `max_grammar_chars` get 400.
+    Browsers are kept out (see server/guard.py): without a token, Host must be an IP address,
+    localhost or one of `allowed_hosts`; an Origin other than the server's own must be one of
+    `cors_origins`, which alone get CORS headers; POST bodies must be application/json.
     """
     if max_concurrency < 1:
         raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
     if max_body_bytes < 1:
         raise ValueError(f"max_body_bytes must be at least 1, got {max_body_bytes}")
-    server = AgentServer(agent, token=token, max_body_bytes=max_body_bytes, max_concurrency=max_concurrency, model_name=model_name)
+    server = AgentServer(
+        agent,
+        token=token,
+        max_body_bytes=max_body_bytes,
+        max_concurrency=max_concurrency,
+        model_name=model_name,
+        max_grammar_chars=max_grammar_chars,
+    )
+    # With a token a rebinding page cannot authenticate, so any Host passes unless the config lists some.
+    middleware = [
+        Middleware(
+            BrowserGuard,
+            check_host=server.token is None or bool(allowed_hosts),
+            allowed_hosts=allowed_hosts,
+            cors_origins=cors_origins,
+        )
+    ]
+    if cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type"],
+                max_age=600,
+            )
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -75,8 +116,11 @@ def create_app(
             Route("/v1/models", server.models, methods=["GET"]),
             Route("/v1/chat/completions", server.chat, methods=["POST"]),
             Route("/extras/tokenize/count", server.count_tokens, methods=["POST"]),
+            # `ingest` and `ask` run beside this server through it (it holds the store): server/remote.py.
+            *remote_routes(server),
         ],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _server_error},  # type: ignore[dict-item]
+        middleware=middleware,
         lifespan=lifespan,
     )
     app.state.agentkit = server
@@ -86,10 +130,20 @@ def create_app(
 class AgentServer:
     """The endpoints, the token check and the concurrency slots of one served agent."""
 
-    def __init__(self, agent: Agent, *, token: str | None, max_body_bytes: int, max_concurrency: int, model_name: str) -> None:
+    def __init__(
+        self,
+        agent: Agent,
+        *,
+        token: str | None,
+        max_body_bytes: int,
+        max_concurrency: int,
+        model_name: str,
+        max_grammar_chars: int = DEFAULT_MAX_GRAMMAR,
+    ) -> None:
         self.agent = agent
         self.token = token or None
         self.max_body_bytes = max_body_bytes
+        self.max_grammar_chars = max_grammar_chars
         self.max_concurrency = max_concurrency
         self.model_name = model_name
         #: Requests holding a slot: from the body read to the end of their worker thread.
@@ -100,6 +154,9 @@ class AgentServer:
     # --- endpoints --------------------------------------------------------------------------
 
     async def health(self, request: Request) -> Response:
+        if not self._authorized(request):
+            # Anyone may ask whether it is up; what it serves is for clients holding the token.
+            return JSONResponse({"status": "ok"})
         return JSONResponse(
             {
                 "status": "ok",
@@ -128,11 +185,17 @@ class AgentServer:
     async def count_tokens(self, request: Request) -> Response:
         """llama-cpp-python's `/extras/tokenize/count`, so that remote agents budget exactly."""
         self._check_token(request)
-        body = await self._read_json(request)
-        text = body.get("input") if isinstance(body, dict) else None
-        if not isinstance(text, str):
-            raise ApiError(400, "send {\"input\": \"text to count\"}", param="input")
-        count = await anyio.to_thread.run_sync(self.agent.llm.count_tokens, text)
+        self._check_declared_size(request)
+        # Tokenizing a large body is real work on the model: it takes a slot like a generation.
+        self._acquire()
+        try:
+            body = await self._read_json(request)
+            text = body.get("input") if isinstance(body, dict) else None
+            if not isinstance(text, str):
+                raise ApiError(400, "send {\"input\": \"text to count\"}", param="input")
+            count = await asyncio.wrap_future(self._pool.submit(self.agent.llm.count_tokens, text))
+        finally:
+            self._release()
         return JSONResponse({"count": count})
 
     async def chat(self, request: Request) -> Any:
@@ -141,7 +204,7 @@ class AgentServer:
         self._acquire()
         try:
             body = await self._read_json(request)
-            req = parse_chat_request(body, self.model_name, self.agent.settings.max_tokens)
+            req = parse_chat_request(body, self.model_name, self.agent.settings.max_tokens, self.max_grammar_chars)
             run = self._start(req)
         except BaseException:
             self._release()
@@ -153,20 +216,26 @@ class AgentServer:
             raise _as_api_error(exc) from exc
         if req.stream:
             return _EventStream(run, self._chunks(req, run, first))
-        items = [first] + [item async for item in _mapped(run)]
+        rest = await _until_disconnect(request, run)
+        if rest is None:
+            return Response(status_code=499)  # nobody is left to read it
+        items = [first, *rest]
         cid = completion_id()
         if req.raw:
-            return JSONResponse(raw_body(cid, req.model, items[0]))
+            return JSONResponse(raw_body(cid, req.model, _completion(items)))
         answer = next(i.answer for i in items if isinstance(i, AnswerEvent))
         return JSONResponse(answer_body(cid, req.model, answer))
 
     # --- helpers ------------------------------------------------------------------------------
 
-    def _check_token(self, request: Request) -> None:
+    def _authorized(self, request: Request) -> bool:
         if self.token is None:
-            return
+            return True
         scheme, _, value = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), self.token.encode()):
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.token.encode())
+
+    def _check_token(self, request: Request) -> None:
+        if not self._authorized(request):
             raise ApiError(
                 401,
                 "missing or wrong API key: send 'Authorization: Bearer <token>' with the token the server "
@@ -195,12 +264,25 @@ class AgentServer:
             data += part
             if len(data) > self.max_body_bytes:
                 raise self._too_large(f"over {self.max_body_bytes}")
+        too_deep = ApiError(
+            400,
+            f"the request body nests arrays or objects more than {MAX_JSON_DEPTH} levels deep, the most "
+            "this server accepts; send a flatter body",
+            code="invalid_json",
+        )
         try:
-            return json.loads(data)
+            body = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(
                 400, f"the request body is not valid JSON ({exc}); send a JSON object with model and messages", code="invalid_json"
             ) from None
+        except RecursionError:  # nested past Python's own limit
+            raise too_deep from None
+        # Deep nesting under that limit would still exhaust the recursion of whatever walks it
+        # next (schema conversion, sorting keys) and surface as a 500.
+        if json_depth(body) > MAX_JSON_DEPTH:
+            raise too_deep
+        return body
 
     def _acquire(self) -> None:
         # Slots are only counted on the event loop's thread, so a plain int needs no lock.
@@ -221,10 +303,11 @@ class AgentServer:
     def _start(self, req: ChatRequest) -> _Run:
         llm = self.agent.llm
         make: Callable[[], Iterator[Any]]
-        if req.raw and req.stream:
+        if req.raw and (req.stream or req.options.logprobs is None):
+            # Streamed even for a JSON reply, so that a client leaving stops it between tokens.
             make = lambda: llm.stream(req.messages, req.options)
         elif req.raw:
-            make = lambda: iter([llm.chat(req.messages, req.options)])
+            make = lambda: iter([llm.chat(req.messages, req.options)])  # logprobs come with chat alone
         else:
             make = lambda: self.agent.stream(req.question, history=req.history, route=req.route)
         loop = asyncio.get_running_loop()
@@ -339,6 +422,50 @@ class _Run:
         if kind == "end":
             raise StopAsyncIteration
         return value
+
+
+async def _until_disconnect(request: Request, run: _Run) -> list[Any] | None:
+    """The rest of a run's items, or None when the client went away first (the run is stopped then).
+
+    The body has been read, so the next ASGI message can only be the disconnect.
+    """
+    items: list[Any] = []
+    left = False
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        nonlocal left
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        left = True
+        run.stop()
+        scope.cancel()
+
+    failed: Exception | None = None
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch, tg.cancel_scope)
+            try:
+                async for item in _mapped(run):
+                    items.append(item)
+            except Exception as exc:  # raised below, not wrapped in the task group's ExceptionGroup
+                failed = exc
+            tg.cancel_scope.cancel()
+    except BaseException:
+        run.stop()
+        raise
+    if failed is not None:
+        raise failed
+    return None if left else items
+
+
+def _completion(deltas: list[Any]) -> Completion:
+    """A streamed raw reply put back together (a single Completion passes through)."""
+    if len(deltas) == 1 and isinstance(deltas[0], Completion):
+        return deltas[0]
+    last = deltas[-1]
+    return Completion(
+        text="".join(d.text for d in deltas), usage=last.usage or Usage(), finish_reason=last.finish_reason or "stop"
+    )
 
 
 async def _mapped(run: _Run) -> AsyncIterator[Any]:

@@ -49,6 +49,7 @@ def serve(
     import uvicorn
 
     from agentkit.server.app import create_app
+    from agentkit.server.guard import host_name, is_safe_host
 
     if not token and not is_loopback(host):
         click.secho(
@@ -61,12 +62,28 @@ def serve(
     warm = getattr(agent.llm, "warm_up", None)
     if warm is not None:
         warm()  # a missing or broken model fails now, with its own error, not at the first request
-    app = create_app(agent, token=token, max_body_bytes=max_body, max_concurrency=max_concurrency, model_name=model_name)
+    settings = obj.config.server
+    allowed_hosts = list(settings.allowed_hosts)
+    if not token and not is_safe_host(host_name(host)):
+        allowed_hosts.append(host)  # a name given to --host is the one its clients use
+    app = create_app(
+        agent,
+        token=token,
+        max_body_bytes=max_body,
+        max_concurrency=max_concurrency,
+        model_name=model_name,
+        allowed_hosts=allowed_hosts,
+        cors_origins=settings.cors_origins,
+        max_grammar_chars=settings.max_grammar_chars,
+    )
     shown = f"[{host}]" if ":" in host else host
     click.secho(
         f"agentkit serving {agent.llm.name} with sources {', '.join(agent.sources) or 'none'} on "
         f"http://{shown}:{port}/v1 (models: {model_name}, {model_name}/raw)",
         err=True,
     )
-    with agent:
+    from agentkit.server.remote import announce
+
+    # Announced in the data dir, so that `ingest` and `ask` beside it go through it (server/remote.py).
+    with agent, announce(app.state.agentkit, host, port):
         uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)

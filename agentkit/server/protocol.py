@@ -5,6 +5,7 @@ Pure functions and small classes (no HTTP here): request parsing, response and c
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Sequence
@@ -14,6 +15,12 @@ from typing import Any
 from agentkit.llm.base import Completion, GenerationOptions, TokenLogprob
 from agentkit.reasoning.citations import _ANSWER, _REASONING
 from agentkit.types import Answer, Message, Passage, Usage
+
+#: Largest grammar or JSON schema (characters; a schema as compact JSON) by default: each new one
+#: is compiled by the model's backend, and a large one costs time and memory on every request.
+DEFAULT_MAX_GRAMMAR = 16_384
+#: Deepest nesting of arrays and objects a request body may have.
+MAX_JSON_DEPTH = 64
 
 #: Roles a client may send; OpenAI's newer "developer" role counts as "system".
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -68,7 +75,25 @@ class ChatRequest:
         return [m for m in self.messages[:-1] if m.role in ("user", "assistant")]
 
 
-def parse_chat_request(body: Any, model_name: str, max_tokens: int) -> ChatRequest:
+def json_depth(value: Any) -> int:
+    """How deeply arrays and objects nest in decoded JSON (a scalar is 0), without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if depth > MAX_JSON_DEPTH:
+            break  # deep enough to refuse: walking further only costs time
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def parse_chat_request(
+    body: Any, model_name: str, max_tokens: int, max_grammar_chars: int = DEFAULT_MAX_GRAMMAR
+) -> ChatRequest:
     """Validate a decoded JSON body; 400 for a malformed request, 422 for values agentkit cannot honour."""
     if not isinstance(body, dict):
         raise ApiError(400, f"the request body must be a JSON object, got {type(body).__name__}", code="invalid_json")
@@ -95,7 +120,7 @@ def parse_chat_request(body: Any, model_name: str, max_tokens: int) -> ChatReque
     include_usage = bool(isinstance(stream_options, dict) and stream_options.get("include_usage"))
     request = ChatRequest(model=str(model), raw=raw, messages=messages, stream=stream, include_usage=include_usage)
     if raw:
-        request.options = _options(body, max_tokens)
+        request.options = _options(body, max_tokens, max_grammar_chars)
     else:
         for name in ("response_format", "grammar", "logprobs"):
             value = body.get(name)
@@ -182,7 +207,7 @@ def _number(body: dict[str, Any], name: str, kind: type, low: float, high: float
     return value
 
 
-def _options(body: dict[str, Any], max_tokens: int) -> GenerationOptions:
+def _options(body: dict[str, Any], max_tokens: int, max_grammar_chars: int = DEFAULT_MAX_GRAMMAR) -> GenerationOptions:
     """Sampling and constraints for the bare model, in agentkit's GenerationOptions."""
     options = GenerationOptions(max_tokens=max_tokens)
     limit = _number(body, "max_completion_tokens", int, 1, 1 << 20) or _number(body, "max_tokens", int, 1, 1 << 20)
@@ -208,7 +233,23 @@ def _options(body: dict[str, Any], max_tokens: int) -> GenerationOptions:
         raise ApiError(422, "grammar must be GBNF text", code="invalid_value", param="grammar")
     options.grammar = grammar or None
     options.json_schema = _schema(body.get("response_format"))
+    if options.grammar is not None:
+        _check_size("grammar", len(options.grammar), max_grammar_chars)
+    if options.json_schema is not None:
+        _check_size("response_format", len(json.dumps(options.json_schema, separators=(",", ":"))), max_grammar_chars)
     return options
+
+
+def _check_size(param: str, size: int, limit: int) -> None:
+    if size > limit:
+        what = "grammar" if param == "grammar" else "JSON schema in response_format"
+        raise ApiError(
+            400,
+            f"the {what} is {size} characters; this server accepts at most {limit} "
+            "(server.max_grammar_chars in its config); send a smaller one",
+            code="grammar_too_large",
+            param=param,
+        )
 
 
 def _schema(fmt: Any) -> dict[str, Any] | None:
