@@ -153,10 +153,13 @@ def score_sentences(
         head = ranked[:embed_top]
         q = np.asarray(embedder.embed_query(question), dtype=np.float32)
         sims = np.asarray(embedder.embed_documents([s.text for s in head]), dtype=np.float32) @ q
+        # Mostly meaning: on squad2-mini, 5-fold cross-validated, the first sentence held the
+        # answer for 0.68 of answerable questions by words alone, 0.70 by MiniLM alone and 0.75
+        # with 0.25/0.75 (0.72 with the 0.6/0.4 this replaced); bench/focus.py measures it.
         for s, sim in zip(head, sims):
-            s.score = 0.6 * s.score + 0.4 * float(sim)
+            s.score = 0.25 * s.score + 0.75 * float(sim)
         for s in ranked[embed_top:]:
-            s.score *= 0.6
+            s.score = 0.25 * s.score - 1.0  # below every re-scored sentence
         ranked.sort(key=lambda s: -s.score)
     for s in ranked:
         s.score = round(s.score, 6)

@@ -198,6 +198,8 @@ class ReadingPlan:
     candidates: list[Sentence]
     #: Why the best sentence does not answer the question (empty = it may).
     gaps: list[str]
+    #: Why no sentence is close enough to the question to be read ("" = one is).
+    distant: str = ""
 
     def grammar(self, choices: int = 1) -> str:
         return quote_grammar([(self.markers[c.passage], fence(c.text)) for c in self.candidates[:choices]])
@@ -210,7 +212,10 @@ class ReadingPlan:
         )
 
 
-def plan(question: str, ranked: Sequence[Passage], *, top: int = 3, embedder: Any | None = None) -> ReadingPlan:
+def plan(question: str, ranked: Sequence[Passage], *, top: int = 3, embedder: Any | None = None,
+         min_score: float = 0.0) -> ReadingPlan:
+    """Focus on `ranked`; `min_score` (with an `embedder`, whose scores it is in) is the least the
+    best sentence must score to be read at all."""
     from agentkit.reasoning.focus import focus
 
     ranked = list(ranked)
@@ -223,10 +228,14 @@ def plan(question: str, ranked: Sequence[Passage], *, top: int = 3, embedder: An
     passages = [ranked[i] for i in order]
     shown = [replace(ranked[i], text=fence(f.excerpt(ranked, i))) for i in order]
     gaps: list[str] = []
+    distant = ""
     if f.candidates:
         best = f.candidates[0]
         gaps = unmet_premises(question, best.text, ranked[best.passage].title + " " + ranked[best.passage].text)
-    return ReadingPlan(question, ranked, markers, passages, shown, f.candidates, gaps)
+        if embedder is not None and best.score < min_score:
+            distant = (f"no source sentence is close to the question (best {best.score:.2f}, "
+                       f"below agent.focus_min_score {min_score:.2f})")
+    return ReadingPlan(question, ranked, markers, passages, shown, f.candidates, gaps, distant)
 
 
 @dataclass
