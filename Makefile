@@ -43,3 +43,5 @@ bench:  ## print the benchmark tables (not part of the tests)
 	$(PYTHON) bench/server.py
 	$(PYTHON) bench/adapters.py
 	$(PYTHON) bench/reader.py
+	$(PYTHON) bench/focus.py
+	$(PYTHON) bench/definitions.py

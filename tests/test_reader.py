@@ -229,3 +229,57 @@ def test_cot_reader_still_available() -> None:
     llm = FakeLLM("Reasoning: r\nAnswer: It was founded in 1712 [1].")
     answer = Agent(llm, [source(QUENWICK)], settings=AgentSettings(reader="cot")).ask("When was Quenwick founded?")
     assert llm.last_prompt.startswith("Sources:") and answer.cited_ids == ["town#0"]
+
+
+# --- distance: nothing in the sources is about the question ---------------------------------------
+
+
+class _TopicEncoder:
+    """Vectors by topic word, so cosine is 1 for text about the same thing and 0 otherwise."""
+
+    TOPICS = ("founded", "bridge", "nitrogen")
+
+    def _vec(self, text: str) -> list[float]:
+        v = [1.0 if t in text.lower() else 0.0 for t in self.TOPICS] + [0.01]
+        norm = sum(x * x for x in v) ** 0.5
+        return [x / norm for x in v]
+
+    def embed_query(self, text: str) -> list[float]:
+        return self._vec(text)
+
+    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        return [self._vec(t) for t in texts]
+
+
+def test_a_question_far_from_every_sentence_is_distant() -> None:
+    far = plan("At what temperature does nitrogen boil?", [QUENWICK, BRIDGE], embedder=_TopicEncoder(), min_score=0.4)
+    assert far.distant and "agent.focus_min_score" in far.distant
+    near = plan("When was Quenwick founded?", [BRIDGE, QUENWICK], embedder=_TopicEncoder(), min_score=0.4)
+    assert near.distant == "" and near.candidates[0].text == "It was founded in 1712 by wool merchants."
+    # Without an encoder the scores are word scores, on another scale: no distance check.
+    assert plan("At what temperature does nitrogen boil?", [QUENWICK, BRIDGE], min_score=0.4).distant == ""
+
+
+def test_a_distant_question_is_refused_without_asking_the_model() -> None:
+    llm = FakeLLM(reply("It was founded in 1712 by wool merchants.", "1712"))
+    agent = Agent(llm, [source(QUENWICK, BRIDGE)], settings=AgentSettings(check_premises=False))
+    agent._encoder = _TopicEncoder()
+    answer = agent.ask("Does nitrogen boil near the river Lode?", route=["docs"])
+    assert answer.passages and (answer.kind, answer.citations, llm.calls) == ("refusal", [], [])
+    assert any("focus_min_score" in w for w in answer.warnings)
+    # Turned off (0): the same question reaches the model.
+    agent = Agent(llm, [source(QUENWICK, BRIDGE)], settings=AgentSettings(check_premises=False, focus_min_score=0))
+    agent._encoder = _TopicEncoder()
+    assert agent.ask("Does nitrogen boil near the river Lode?", route=["docs"]).kind != "refusal" and llm.calls
+
+
+@pytest.mark.real_model
+def test_minilm_focus_puts_the_answer_first_and_refuses_an_unrelated_question() -> None:
+    from agentkit.knowledge.embeddings import OnnxEmbedder
+    from agentkit.reasoning.focus import SentenceEncoder
+
+    encoder = SentenceEncoder(OnnxEmbedder("all-MiniLM-L6-v2"))
+    near = plan("When was Quenwick founded?", [BRIDGE, QUENWICK], embedder=encoder, min_score=0.4)
+    assert near.distant == "" and near.candidates[0].text == "It was founded in 1712 by wool merchants."
+    far = plan("What is the capital of Australia?", [BRIDGE, QUENWICK], embedder=encoder, min_score=0.4)
+    assert far.distant

@@ -1,0 +1,113 @@
+"""The focus ranker alone, no model: on squad2-mini, does the best sentence hold the answer?
+
+Retrieval is what `agentkit eval qa --corpus … --mode always` does (the embedded store, top_k
+passages); then `reader.plan` picks the sentence the quote reader would read. Side by side: words
+only (`agent.focus_embedder: none`), MiniLM cosine only, and the shipped ranker. Rows split the
+626 questions into the `eval qa --sample 200 --seed 0` subset and the other 426, on which the
+ranker's weights and `agent.focus_min_score` were chosen.
+
+    python bench/focus.py
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "squad2-mini"
+
+
+def main() -> int:
+    if not (DATA / "corpus.jsonl").is_file():
+        print(f"skipped: {DATA} is absent (the shared data checkout)")
+        return 0
+    from agentkit.config import load_config
+    from agentkit.eval_qa import contains_answer, corpus_store, is_abstention, load_questions
+    from agentkit.knowledge.embeddings import OnnxEmbedder
+    from agentkit.reasoning import reader
+    from agentkit.reasoning.focus import SentenceEncoder
+
+    cfg = load_config(None)
+    items = load_questions(DATA / "questions.jsonl")
+    sample = set(random.Random(0).sample(range(len(items)), 200))
+    encoder = SentenceEncoder(OnnxEmbedder("all-MiniLM-L6-v2"))
+
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg.data_dir = Path(tmp)
+        store, _ = corpus_store(cfg, DATA / "corpus.jsonl", progress=False)
+        retrieved = [store.search(it.question, k=cfg.agent.top_k) for it in items]
+        store.close()
+
+    def judge(name: str, plan_for) -> list[tuple[str, dict]]:
+        rows = []
+        for split in ("seed-0 sample (200)", "other questions (426)"):
+            keep = [i for i in range(len(items)) if (i in sample) == split.startswith("seed")]
+            hit = hit_gated = gold = answered = refused = n_ans = n_un = 0
+            for i in keep:
+                item, ps = items[i], retrieved[i]
+                p = plan_for(item.question, ps)
+                best = p.candidates[0] if p.candidates else None
+                blocked = best is None or bool(p.gaps) or bool(p.distant)
+                if item.answerable:
+                    n_ans += 1
+                    holds = best is not None and contains_answer(best.text, item.answers)
+                    hit += holds
+                    if not blocked:
+                        answered += 1
+                        hit_gated += holds
+                        passage = ps[best.passage]
+                        gold += passage.id in item.gold_ids or passage.doc_id in item.gold_ids
+                else:
+                    n_un += 1
+                    refused += blocked
+            rows.append((split, {"ranker": name, "holds": hit / n_ans, "after checks": hit_gated / n_ans,
+                                 "gold passage": gold / max(1, answered), "refused unanswerable": refused / n_un}))
+        return rows
+
+    min_score = cfg.agent.focus_min_score
+    setups = [
+        ("words only", lambda q, ps: reader.plan(q, ps, top=2)),
+        ("MiniLM cosine only", lambda q, ps: _cosine_plan(reader, q, ps, encoder)),
+        ("shipped (0.25 words + 0.75 MiniLM)",
+         lambda q, ps: reader.plan(q, ps, top=2, embedder=encoder, min_score=min_score)),
+    ]
+    table = [row for name, fn in setups for row in judge(name, fn)]
+    print(f"\nfocus ranker on {DATA.relative_to(ROOT.parent)}, retrieval top_k={cfg.agent.top_k}, no model\n")
+    cols = ["holds", "after checks", "gold passage", "refused unanswerable"]
+    print(f"{'ranker':36} {'questions':22} " + " ".join(f"{c:>20}" for c in cols))
+    for split, r in sorted(table, key=lambda x: x[0]):
+        print(f"{r['ranker']:36} {split:22} " + " ".join(f"{r[c]:20.3f}" for c in cols))
+    print("\nholds: the best sentence holds a gold answer (answerable questions); after checks: and it passes"
+          " the premise and distance checks;\ngold passage: its passage is the gold one (of those answered);"
+          " refused unanswerable: the checks refuse (unanswerable questions).")
+    return 0
+
+
+def _cosine_plan(reader, question, passages, encoder):
+    """`reader.plan` ranked by MiniLM cosine alone (every sentence encoded)."""
+    import numpy as np
+
+    from agentkit.reasoning import focus as F
+
+    def cosine(question, sents, passages, embedder=None, embed_top=12):
+        if not sents:
+            return []
+        q = np.asarray(encoder.embed_query(question), dtype=np.float32)
+        sims = np.asarray(encoder.embed_documents([s.text for s in sents]), dtype=np.float32) @ q
+        for s, sim in zip(sents, sims):
+            s.score = float(sim)
+        return sorted(sents, key=lambda s: -s.score)
+
+    original, F.score_sentences = F.score_sentences, cosine
+    try:
+        return reader.plan(question, passages, top=2)
+    finally:
+        F.score_sentences = original
+
+
+if __name__ == "__main__":
+    sys.exit(main())
