@@ -1,6 +1,8 @@
 # The two set-up commands of the README. CI (.ci/run) runs exactly these.
 PYTHON ?= python3
 DICT_PACKAGES := dictd dict-wn dict-gcide dict-foldoc
+# The browser tests/test_web.py drives through Playwright (which downloads no browser of its own here).
+BROWSER_PACKAGES := chromium
 # CPU build of PyTorch for the tune/gpu extras' tests (this version is on the CI machines' disk).
 TORCH ?= torch==2.13.0
 # Compiler flags for a llama.cpp build without AMX tiles, which some VMs and sandboxes do not enable
@@ -9,13 +11,13 @@ LLAMA_NO_AMX := -DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' -DCM
 
 .PHONY: install test bench
 
-install:  ## a real DICT server and dictionaries for the tests (Debian), then agentkit, its plugins under plugins/ and its test tools
-	@if dpkg -s $(DICT_PACKAGES) >/dev/null 2>&1; then \
-	  echo "dictd and dictionaries: already installed"; \
+install:  ## a real DICT server, dictionaries and chromium for the tests (Debian), then agentkit, its plugins under plugins/ and its test tools
+	@if dpkg -s $(DICT_PACKAGES) $(BROWSER_PACKAGES) >/dev/null 2>&1; then \
+	  echo "dictd, dictionaries and chromium: already installed"; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DICT_PACKAGES); \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DICT_PACKAGES) $(BROWSER_PACKAGES); \
 	else \
-	  echo "note: install $(DICT_PACKAGES) with your package manager (as root) to run the dictionary tests; they skip otherwise"; \
+	  echo "note: install $(DICT_PACKAGES) $(BROWSER_PACKAGES) with your package manager (as root) to run the dictionary and browser tests; they skip otherwise"; \
 	fi
 	@# torch before the rest: a plain `pip install torch` (or transformers/peft asking for it) pulls a
 	@# multi-GB CUDA build; an existing torch is kept. Override with e.g. make install TORCH="torch==2.5.1".
