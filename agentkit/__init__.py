@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Agent": "agentkit.agent",
     "Config": "agentkit.config",
+    "AgentSettings": "agentkit.config",
     "load_config": "agentkit.config",
     "Message": "agentkit.types",
     "Document": "agentkit.types",
@@ -36,7 +37,7 @@ __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
     from agentkit.agent import Agent
-    from agentkit.config import AdapterSpec, Config, load_config
+    from agentkit.config import AdapterSpec, AgentSettings, Config, load_config
     from agentkit.errors import AgentkitError
     from agentkit.knowledge.base import KnowledgeSource, WritableSource
     from agentkit.knowledge.memory import MemorySource

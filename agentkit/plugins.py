@@ -34,18 +34,21 @@ HOOKS = {
     "register_tools": "tools",
     "register_commands": "command_table",
     "register_verifiers": "verifiers",
+    "register_loaders": "loaders",
 }
 
 
 class HookSpecs:
     @hookspec
     def register_llms(self, register: Register) -> None:
-        """Register model backends: classes with `config_model` and `from_config(config)`."""
+        """Register model backends: classes with `config_model` and `from_config(config)`; a
+        `from_config` with a `config_dir` keyword also gets the config file's folder."""
 
     @hookspec
     def register_knowledge(self, register: Register) -> None:
         """Register knowledge-source types: classes with `config_model` and
-        `from_config(name, config, data_dir)`."""
+        `from_config(name, config, data_dir)`; one with a `config_dir` keyword also gets the config
+        file's folder, so a relative path in its settings means the same from any working folder."""
 
     @hookspec
     def register_routers(self, register: Register) -> None:
@@ -68,6 +71,13 @@ class HookSpecs:
     def register_verifiers(self, register: Register) -> None:
         """Register citation verifiers, chosen by `agent.verify: NAME`: classes with
         `support(claim, evidence) -> float` (0-1), built by `from_llm(llm)` when they have one."""
+
+    @hookspec
+    def register_loaders(self, register: Register) -> None:
+        """Register file loaders for `agentkit ingest`, by file suffix: `register(".pdf", load)`.
+        `load(data: bytes, path: Path) -> agentkit.ingest.loaders.Loaded` (or a str of text) turns
+        one file's bytes into text; raise to skip the file (the error is shown with its name). A
+        plugin may replace a built-in suffix."""
 
 
 class _BuiltIns:
@@ -101,6 +111,16 @@ class _BuiltIns:
         register("lexical", "agentkit.reasoning.verify:LexicalVerifier")
         register("judge", "agentkit.reasoning.verify:JudgeVerifier")
 
+    @hookimpl
+    def register_loaders(self, register: Register) -> None:
+        register(".txt", "agentkit.ingest.loaders:load_text")
+        register(".md", "agentkit.ingest.loaders:load_markdown")
+        register(".markdown", "agentkit.ingest.loaders:load_markdown")
+        register(".html", "agentkit.ingest.loaders:load_html")
+        register(".htm", "agentkit.ingest.loaders:load_html")
+        register(".pdf", "agentkit.ingest.documents:load_pdf")
+        register(".docx", "agentkit.ingest.documents:load_docx")
+
 
 @dataclass
 class PluginInfo:
@@ -127,6 +147,8 @@ class Registry:
     tools: dict[str, Any] = field(default_factory=dict)
     command_table: dict[str, Any] = field(default_factory=dict)
     verifiers: dict[str, Any] = field(default_factory=dict)
+    #: File suffix (".pdf") -> loader; see `HookSpecs.register_loaders`.
+    loaders: dict[str, Any] = field(default_factory=dict)
     #: Plugins that failed to load, name -> error; agentkit keeps working without them.
     failures: dict[str, str] = field(default_factory=dict)
     #: Every plugin seen, built-ins first, in load order.
@@ -156,6 +178,13 @@ class Registry:
 
     def verifier(self, name: str, *, origin: str = "config", where: str = "agent.verify") -> Any:
         return self._resolve(self.verifiers, name, origin, where)
+
+    def loader(self, suffix: str) -> Any:
+        """The loader registered for a file suffix (".pdf"), imported now."""
+        return self._resolve(self.loaders, suffix.lower(), "ingest", "file type")
+
+    def loader_suffixes(self) -> list[str]:
+        return sorted(self.loaders)
 
     def commands(self) -> dict[str, Any]:
         """Plugin click commands, name -> command (imported now)."""
@@ -274,6 +303,10 @@ def _registrar(table: dict[str, Any], hook: str) -> Register:
             name, target = getattr(name, "name", None) or getattr(name, "__name__", None), name
         if not isinstance(name, str) or not name:
             raise TypeError(f"{hook}: register(name, target) needs a name; got {target!r} without one")
+        if hook == "register_loaders":
+            if not name.startswith(".") or len(name) < 2:
+                raise ValueError(f"register_loaders: register({name!r}, ...) needs a file suffix such as '.pdf'")
+            name = name.lower()  # suffixes are matched case-insensitively (REPORT.PDF)
         table[name] = target
 
     return register
@@ -285,15 +318,32 @@ def registry() -> Registry:
     return load_registry()
 
 
-def build_llm(llm_config: dict[str, Any]) -> Any:
+def build_llm(llm_config: dict[str, Any], *, config_dir: Any = None) -> Any:
     """Instantiate the configured model backend (cheap: backends load lazily)."""
     cls = registry().llm(str(llm_config.get("backend", "llama_cpp")))
-    return cls.from_config(cls.config_model.model_validate(llm_config))
+    return cls.from_config(cls.config_model.model_validate(llm_config), **_config_dir(cls, config_dir))
 
 
-def build_source(name: str, spec: dict[str, Any], data_dir: Any) -> Any:
+def build_source(name: str, spec: dict[str, Any], data_dir: Any, *, config_dir: Any = None) -> Any:
+    """Instantiate a configured source; `config_dir` (the config file's folder, see
+    `Config.base_dir`) goes to a `from_config` that takes it, for its relative paths."""
     cls = registry().knowledge(str(spec["type"]), where=f"sources.{name}.type")
-    return cls.from_config(name, cls.config_model.model_validate(spec), data_dir)
+    return cls.from_config(name, cls.config_model.model_validate(spec), data_dir, **_config_dir(cls, config_dir))
+
+
+def _config_dir(cls: Any, config_dir: Any) -> dict[str, Any]:
+    """`{"config_dir": ...}` when `cls.from_config` accepts it: older plugins keep their signature."""
+    if config_dir is None:
+        return {}
+    import inspect
+
+    try:
+        params = inspect.signature(cls.from_config).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    if any(p.name == "config_dir" or p.kind is p.VAR_KEYWORD for p in params):
+        return {"config_dir": config_dir}
+    return {}
 
 
 def build_tools(names: Iterable[str], *, origin: str = "config") -> list[Any]:

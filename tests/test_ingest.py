@@ -117,11 +117,11 @@ def test_hidden_and_unsupported_files_are_skipped_in_folders(tmp_path: Path) -> 
 
 
 def test_explicit_unsupported_file_raises_naming_it(tmp_path: Path) -> None:
-    pdf = tmp_path / "manual.pdf"
-    pdf.write_bytes(b"%PDF-1.4")
-    with pytest.raises(IngestError, match=r"manual\.pdf.*\.md.*\.txt"):
+    pdf = tmp_path / "manual.rtf"  # .pdf is read since the document loaders
+    pdf.write_bytes(b"{\\rtf1}")
+    with pytest.raises(IngestError, match=r"manual\.rtf.*\.md.*\.pdf.*\.txt"):
         list(load_path(pdf))
-    with pytest.raises(IngestError, match="manual.pdf"):
+    with pytest.raises(IngestError, match="manual.rtf"):
         ingest([pdf], MemorySource(), progress=False)
     with pytest.raises(IngestError, match="does not exist"):
         ingest([tmp_path / "missing"], MemorySource(), progress=False)
@@ -652,3 +652,120 @@ def test_a_killed_process_on_the_embedded_store_converges(tmp_path: Path, kill_a
         stored = {p.id: p.text for p in source.get(source.ids_where({}))}
         assert stored == clean
         assert delete_documents(source, ["doc.txt"]) == {"doc.txt": len(clean)} and source.count() == 0
+
+
+# --- documents people have: PDF, DOCX, HTML pages (loaders registered through register_loaders) ---
+
+
+def write_pdf(path: Path, pages: Sequence[str], title: str = "") -> Path:
+    """A real PDF with one line of Helvetica text per page, written by hand (xref offsets and all)."""
+    objects: list[bytes] = []
+    n = len(pages)
+    page_ids = [4 + 2 * i for i in range(n)]
+    objects.append(b"<< /Type /Catalog /Pages 2 0 R >>")
+    objects.append(b"<< /Type /Pages /Kids [" + b" ".join(b"%d 0 R" % i for i in page_ids) + b"] /Count %d >>" % n)
+    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
+    for text in pages:
+        content = b"BT /F1 12 Tf 72 720 Td (" + text.encode("latin-1") + b") Tj ET"
+        page_id = 4 + len(objects) - 3
+        objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> "
+                       b"/Contents %d 0 R >>" % (page_id + 1))
+        objects.append(b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream")
+    info = len(objects) + 1
+    objects.append(b"<< /Title (" + title.encode("latin-1") + b") >>")
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for i, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % i + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R /Info %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, info, xref)
+    path.write_bytes(bytes(out))
+    return path
+
+
+def test_pdf_is_ingested_with_its_page_in_each_passage_uri(tmp_path: Path) -> None:
+    pages = [sentences(3, "tides"), "The moon pulls the oceans, which makes tides.", "Zebras graze on the savanna."]
+    pdf = write_pdf(tmp_path / "guide.pdf", pages, title="Field guide")
+    source = MemorySource("docs")
+
+    report = ingest([tmp_path], source, chunk_tokens=16, overlap=0, progress=False)
+
+    assert report.failures == [] and report.documents == 1
+    zebra = source.search("zebras savanna", k=1)[0]
+    assert zebra.doc_id == "guide.pdf" and zebra.title == "Field guide"
+    assert zebra.metadata["page"] == 3 and zebra.metadata["format"] == "pdf"
+    assert zebra.uri == pdf.resolve().as_uri() + "#page=3"
+    assert source.search("moon oceans", k=1)[0].uri.endswith("#page=2")
+    assert "page_starts" not in zebra.metadata  # the offsets stay out of every chunk
+
+
+def test_a_pdf_without_text_and_a_broken_pdf_are_named_with_the_reason(tmp_path: Path) -> None:
+    write_pdf(tmp_path / "scan.pdf", ["", ""])
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
+    (tmp_path / "ok.txt").write_text("Plain text.", encoding="utf-8")
+
+    report = ingest([tmp_path], MemorySource(), progress=False)
+
+    reasons = {Path(where).name: why for where, why in report.failures}
+    assert set(reasons) == {"scan.pdf", "broken.pdf"} and report.documents == 1
+    assert "OCR" in reasons["scan.pdf"]
+    assert "PDF" in reasons["broken.pdf"]
+    assert "scan.pdf" in report.summary() and "broken.pdf" in report.summary()
+
+
+def test_docx_is_ingested_with_headings_paragraphs_and_tables(tmp_path: Path) -> None:
+    import docx
+
+    document = docx.Document()
+    document.add_heading("Tide tables", level=1)
+    document.add_paragraph("Spring tides follow the new and the full moon.")
+    table = document.add_table(rows=2, cols=2)
+    table.cell(0, 0).text, table.cell(0, 1).text = "Port", "High water"
+    table.cell(1, 0).text, table.cell(1, 1).text = "Brest", "06:12"
+    document.save(str(tmp_path / "tides.docx"))
+    source = MemorySource("docs")
+
+    report = ingest([tmp_path], source, progress=False)
+
+    assert report.failures == [] and report.documents == 1
+    (p,) = source.search("Brest high water", k=1)
+    assert p.doc_id == "tides.docx" and p.title == "Tide tables" and p.metadata["format"] == "docx"
+    assert "Spring tides follow the new and the full moon." in p.text
+    assert "Brest | 06:12" in p.text
+
+
+def test_a_broken_docx_is_named_with_the_reason(tmp_path: Path) -> None:
+    (tmp_path / "old.docx").write_bytes(b"\xd0\xcf\x11\xe0 an old binary .doc renamed")
+    report = ingest([tmp_path], MemorySource(), progress=False)
+    ((where, why),) = report.failures
+    assert where.endswith("old.docx") and ".docx" in why
+
+
+def test_every_unsupported_file_is_named_in_the_summary(tmp_path: Path) -> None:
+    (tmp_path / "image.png").write_bytes(b"\x89PNG")
+    (tmp_path / "slides.key").write_bytes(b"PK")
+    (tmp_path / "kept.md").write_text("# Kept\n\nText.", encoding="utf-8")
+
+    report = ingest([tmp_path], MemorySource(), progress=False)
+
+    assert report.unsupported_files == 2
+    assert "image.png" in report.summary() and "slides.key" in report.summary()
+
+
+def test_html_keeps_the_article_and_drops_menus_footers_and_hidden_parts(tmp_path: Path) -> None:
+    (tmp_path / "page.html").write_text(
+        """<html><head><title>Tides</title></head><body>
+        <div role="navigation"><a href="/">Home</a> <a href="/about">About us</a></div>
+        <header><p>Site banner text</p></header>
+        <aside>Related: cookie recipes</aside>
+        <main><h2>Why tides happen</h2><p>The moon pulls the oceans.</p>
+        <div hidden><p>Hidden promo</p></div><p>Twice a day.</p></main>
+        <footer><p>Copyright 2024</p></footer></body></html>""",
+        encoding="utf-8",
+    )
+    (doc,) = load_path(tmp_path)
+    assert doc.title == "Tides"
+    assert doc.text == "Why tides happen\n\nThe moon pulls the oceans.\n\nTwice a day."

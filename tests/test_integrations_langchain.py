@@ -283,3 +283,37 @@ def test_missing_library_raises_missing_dependency_with_hint(module: str, blocke
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.startswith("MissingDependency") and f'pip install "agentkit[{extra}]"' in out
+
+
+# --- search_kwargs and filters as LangChain users write them ---------------------------------
+
+
+def test_retriever_honours_search_kwargs_k_and_filter(memory: MemorySource) -> None:
+    everything = "tides volcano rust bees coffee"
+    assert len(AgentkitRetriever(source=memory).invoke(everything)) == 5
+    assert len(AgentkitRetriever(source=memory, search_kwargs={"k": 2}).invoke(everything)) == 2
+    retriever = AgentkitRetriever(source=memory, search_kwargs={"k": 5, "filter": {"topic": "biology"}})
+    assert {d.id for d in retriever.invoke("bees coffee seeds flowers")} == {"bees#0", "coffee#0"}
+    # invoke() keywords win for one call, as with LangChain's vector-store retrievers
+    assert [d.id for d in retriever.invoke("bees coffee seeds flowers", k=1)] == ["bees#0"]
+    assert asyncio.run(retriever.ainvoke("bees", k=1, filters={"topic": "earth"})) == []
+
+
+def test_retriever_rejects_unknown_search_kwargs(memory: MemorySource) -> None:
+    with pytest.raises(ValueError, match=r"unknown key\(s\) 'score_threshold'.*k, filter, filters"):
+        AgentkitRetriever(source=memory, search_kwargs={"k": 2, "score_threshold": 0.5})
+    with pytest.raises(ValueError, match="k must be a whole number"):
+        AgentkitRetriever(source=memory, search_kwargs={"k": 0})
+    with pytest.raises(ValueError, match="'fetch_k'"):
+        AgentkitRetriever(source=memory).invoke("bees", fetch_k=20)
+
+
+def test_unknown_filter_keys_are_an_error_naming_the_filterable_fields(memory: MemorySource) -> None:
+    from agentkit.errors import InputError
+
+    with pytest.raises(InputError, match=r"no metadata field 'topics'.*filterable fields: .*topic"):
+        AgentkitRetriever(source=memory, search_kwargs={"filter": {"topics": "biology"}}).invoke("bees")
+    store_source = LangChainSource(fake_store(), name="lc")
+    with pytest.raises(InputError, match=r"'lc' has no metadata field 'yr'.*topic, uri, year"):
+        store_source.search("anything", k=5, filters={"yr": 2021})
+    assert store_source.search("anything", k=5, filters={"year": 1900}) == []  # known key: no error

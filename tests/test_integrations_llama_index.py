@@ -192,3 +192,35 @@ def test_errors_name_the_input() -> None:
         LlamaIndexSource(object())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="agentkit Agent"):
         as_query_engine(object())  # type: ignore[arg-type]
+
+
+# --- the ids users set, and filters on fields that exist ------------------------------------
+
+
+def test_passages_carry_the_document_ids_the_user_set() -> None:
+    from llama_index.core import Document as LlamaDocument
+    from llama_index.core.node_parser import SentenceSplitter
+
+    long_text = " ".join(f"Sentence {i} tells how the moon pulls the tides of the ocean." for i in range(40))
+    docs = [
+        LlamaDocument(text=long_text, doc_id="tides-guide", metadata={"topic": "earth"}),
+        LlamaDocument(text="Honey bees dance to show where flowers are.", doc_id="bees-note", metadata={"topic": "biology"}),
+    ]
+    index = VectorStoreIndex.from_documents(docs, embed_model=BagOfWordsEmbedding(),
+                                            transformations=[SentenceSplitter(chunk_size=64, chunk_overlap=0)])
+    for src in (LlamaIndexSource(index, name="li"), LlamaIndexSource(index.as_retriever(similarity_top_k=20))):
+        found = src.search("moon tides ocean bees flowers", k=20)
+        ids = {p.id for p in found}
+        assert "bees-note#0" in ids and {"tides-guide#0", "tides-guide#1"} <= ids
+        assert {p.doc_id for p in found} == {"tides-guide", "bees-note"}
+        assert all(p.id.startswith(p.doc_id + "#") for p in found)  # no node UUIDs
+    assert src.search("moon tides", k=3) and [p.id for p in src.search("bees", k=1)] == ["bees-note#0"]
+
+
+def test_unknown_filter_keys_name_the_filterable_fields(memory: MemorySource) -> None:
+    from agentkit.errors import InputError
+
+    with pytest.raises(InputError, match=r"no metadata field 'topics'.*filterable fields: .*topic"):
+        LlamaIndexSource(mock_index(), name="li").search("x", k=5, filters={"topics": "biology"})
+    with pytest.raises(InputError, match=r"'notes' has no metadata field 'yr'"):
+        AgentkitLlamaRetriever(memory, filters={"yr": 2020}).retrieve("tides")

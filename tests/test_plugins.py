@@ -377,3 +377,102 @@ def test_agentkit_plugins_naming_an_unknown_plugin_says_so(
     assert reg.failures["goood"] == ("not installed, yet AGENTKIT_PLUGINS names it; "
                                      "installed plugins: good, broken, grumpy")
     assert "plugin 'goood': not installed" in caplog.text
+
+
+class RstLoader:
+    """A third-party loader package: reStructuredText, title from the over/underlined first line."""
+
+    @hookimpl
+    def register_loaders(self, register: Any) -> None:
+        def load_rst(raw: bytes, path: Any) -> Any:
+            from agentkit.ingest.loaders import Loaded
+
+            lines = raw.decode("utf-8").splitlines()
+            return Loaded("\n".join(lines[2:]).strip(), title=lines[0], format="rst")
+
+        register(".RST", load_rst)  # suffixes are matched case-insensitively
+
+
+def test_a_loader_registered_by_an_entry_point_is_used_by_ingest(
+    installed: list[FakeEntryPoint], tmp_path: Any
+) -> None:
+    from agentkit.ingest.loaders import find_files
+    from agentkit.ingest.pipeline import ingest
+    from agentkit.knowledge.memory import MemorySource
+
+    installed.append(FakeEntryPoint("rst", RstLoader()))
+    (tmp_path / "tides.rst").write_text("Tides\n=====\n\nThe moon pulls the oceans.", encoding="utf-8")
+    (tmp_path / "notes.txt").write_text("Built-in loaders still apply.", encoding="utf-8")
+
+    assert registry().plugins["rst"].registered == {"register_loaders": [".rst"]}
+    assert [f.name for f in find_files(tmp_path).files] == ["notes.txt", "tides.rst"]
+    source = MemorySource("docs")
+    report = ingest([tmp_path], source, progress=False)
+
+    assert report.failures == [] and report.unsupported_files == 0 and report.documents == 2
+    (p,) = source.search("moon oceans", k=1)
+    assert (p.doc_id, p.title, p.metadata["format"]) == ("tides.rst", "Tides", "rst")
+
+
+def test_builtin_loaders_register_through_the_hook() -> None:
+    reg = load_registry(entry_points=False)
+    assert {".txt", ".md", ".html", ".pdf", ".docx"} <= set(reg.loaders)
+    assert reg.plugins["builtins"].registered["register_loaders"][:1] == [".txt"]
+
+
+def test_a_loader_registered_without_a_suffix_is_refused() -> None:
+    class Bad:
+        @hookimpl
+        def register_loaders(self, register: Any) -> None:
+            register("pdf", lambda raw, path: "")
+
+    reg = load_registry({"bad": Bad()}, entry_points=False)
+    assert "'.pdf'" in reg.failures["bad"] and reg.loaders[".pdf"] == "agentkit.ingest.documents:load_pdf"
+
+
+class TermsFileSource:
+    """A plugin source whose settings name a file, relative to the config file."""
+
+    from pydantic import BaseModel as _Base
+
+    class config_model(_Base):  # noqa: N801 - the attribute name agentkit looks for
+        type: str = "termsfile"
+        description: str = ""
+        file: str
+
+    def __init__(self, name: str, path: Any) -> None:
+        self.name, self.description, self.path = name, "terms", path
+        self.terms = path.read_text(encoding="utf-8").split()
+
+    @classmethod
+    def from_config(cls, name: str, config: Any, data_dir: Any, *, config_dir: Any = None) -> TermsFileSource:
+        return cls(name, config_dir / config.file)
+
+    def search(self, query: str, k: int = 5, filters: Any = None) -> list[Any]:
+        return []
+
+
+class TermsPlugin:
+    @hookimpl
+    def register_knowledge(self, register: Any) -> None:
+        register("termsfile", TermsFileSource)
+
+
+def test_a_plugin_source_gets_the_config_files_folder(
+    installed: list[FakeEntryPoint], tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    installed.append(FakeEntryPoint("terms", TermsPlugin()))
+    conf = tmp_path / "project"
+    conf.mkdir()
+    (conf / "terms.txt").write_text("tide moon", encoding="utf-8")
+    (conf / "agentkit.yaml").write_text(
+        f"data_dir: {tmp_path / 'data'}\nllm: {{backend: fake}}\nsources:\n  t: {{type: termsfile, file: terms.txt}}\n",
+        encoding="utf-8",
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the relative path must not depend on where agentkit runs
+
+    agent = Agent.from_config(conf / "agentkit.yaml")
+
+    assert agent.sources["t"].path == conf / "terms.txt" and agent.sources["t"].terms == ["tide", "moon"]

@@ -5,6 +5,7 @@ Passage ids are `doc_id#i`, so re-ingesting a document replaces its chunks inste
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import re
 from collections.abc import Callable, Sequence
@@ -36,6 +37,19 @@ def doc_hash(doc: Document) -> str:
     h.update(b"\0")
     h.update(doc.text.encode("utf-8"))
     return h.hexdigest()
+
+
+def _paged_windows(
+    text: str, spans: Sequence[Span], page_starts: Sequence[int], chunk_tokens: int, overlap: int
+) -> list[tuple[int, int]]:
+    """`chunk_spans` page by page: no window crosses a page start."""
+    starts = [s for s, _ in spans]
+    bounds = [bisect.bisect_left(starts, offset) for offset in page_starts[1:]]
+    windows: list[tuple[int, int]] = []
+    for lo, hi in zip([0, *bounds], [*bounds, len(spans)]):
+        if hi > lo:
+            windows += [(lo + a, lo + b) for a, b in chunk_spans(text, spans[lo:hi], chunk_tokens, overlap)]
+    return windows
 
 
 def chunk_spans(
@@ -109,12 +123,19 @@ def chunk_document(
     spans = list((tokenizer or regex_tokenize)(doc.text))
     if not spans:
         return []
-    windows = chunk_spans(doc.text, spans, chunk_tokens, overlap)
+    # A paged document (PDF) records where each page starts: chunks then stay within one page,
+    # so that each passage can name the page a citation should open.
+    pages = doc.metadata.get("page_starts")
+    if pages:
+        windows = _paged_windows(doc.text, spans, pages, chunk_tokens, overlap)
+    else:
+        windows = chunk_spans(doc.text, spans, chunk_tokens, overlap)
     digest = doc_hash(doc)
     total = len(windows)
     tokenizer_name = "regex" if tokenizer is None else getattr(tokenizer, "__name__", type(tokenizer).__name__)
     chunking = f"tokens={chunk_tokens},overlap={overlap},tokenizer={tokenizer_name}"
     passages = []
+    base = {k: v for k, v in doc.metadata.items() if k != "page_starts"}
     for i, (first, last) in enumerate(windows):
         start, end = spans[first][0], spans[last - 1][1]
         # Model tokenizers often put the leading space inside a token; keep chunks trimmed.
@@ -122,7 +143,7 @@ def chunk_document(
         start += len(piece) - len(piece.lstrip())
         end -= len(piece) - len(piece.rstrip())
         metadata = {
-            **doc.metadata,
+            **base,
             "doc_id": doc.id,
             "chunk": i,
             "n_chunks": total,
@@ -131,21 +152,24 @@ def chunk_document(
             "start": start,
             "end": end,
         }
+        if pages:
+            metadata["page"] = max(1, bisect.bisect_right(pages, start))
         passages.append(
             Passage(
                 id=f"{doc.id}#{i}",
                 text=doc.text[start:end],
                 title=doc.title,
                 metadata=metadata,
-                uri=passage_uri(doc, i),
+                uri=passage_uri(doc, i, metadata.get("page")),
             )
         )
     return passages
 
 
-def passage_uri(doc: Document, chunk: int) -> str:
-    """`file:///abs/path#chunk=i` for a whole file; `doc://<id>#chunk=i` for a record in a corpus."""
+def passage_uri(doc: Document, chunk: int, page: int | None = None) -> str:
+    """`file:///abs/path#chunk=i` for a whole file (`#page=n`, which PDF viewers open at, for a
+    paged one); `doc://<id>#chunk=i` for a record in a corpus."""
     path = doc.metadata.get("path")
     if path and "line" not in doc.metadata and Path(str(path)).is_absolute():
-        return f"{Path(str(path)).as_uri()}#chunk={chunk}"
+        return f"{Path(str(path)).as_uri()}#{f'page={page}' if page else f'chunk={chunk}'}"
     return f"doc://{quote(doc.id, safe='/:@!$&()*+,;=-._~')}#chunk={chunk}"

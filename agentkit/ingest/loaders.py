@@ -1,5 +1,7 @@
-"""Loaders: files and folders of .txt, .md, .html and BEIR .jsonl turned into `Document`s.
+"""Loaders: files and folders turned into `Document`s, through the loaders registered by suffix.
 
+Built-in loaders (.txt, .md, .html, .pdf, .docx) register through the plugin hook
+`register_loaders`, like third-party ones; BEIR .jsonl corpora are read here, line by line.
 A file or line that cannot be read is reported through `on_error` and skipped; the run goes on.
 """
 
@@ -22,15 +24,37 @@ from agentkit.types import Document
 
 log = logging.getLogger("agentkit.ingest")
 
-#: File suffix (lower case) -> the `format` recorded in each document's metadata.
-SUPPORTED_FORMATS: dict[str, str] = {
-    ".txt": "text",
-    ".md": "markdown",
-    ".markdown": "markdown",
-    ".html": "html",
-    ".htm": "html",
-    ".jsonl": "jsonl",
-}
+#: A corpus format read here (one document per line, each line bounded), not by a registered loader.
+JSONL = ".jsonl"
+
+
+@dataclass
+class Loaded:
+    """What a loader makes of one file's bytes."""
+
+    text: str
+    title: str = ""
+    #: Recorded as the documents' `format` metadata; default: the suffix without its dot.
+    format: str = ""
+    #: Character offsets in `text` where page 1, 2, ... start (paged formats such as PDF): each
+    #: chunk then records its `page` and its uri points at it (`file://…#page=3`).
+    page_starts: list[int] | None = None
+    #: Extra metadata for every chunk of the document (author, ...).
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+Loader = Callable[[bytes, Path], "Loaded | str"]
+
+
+def _loaders() -> dict[str, Any]:
+    from agentkit.plugins import registry
+
+    return registry().loaders
+
+
+def supported_suffixes() -> list[str]:
+    """Every suffix `agentkit ingest` reads: the registered loaders' and .jsonl."""
+    return sorted({*_loaders(), JSONL})
 
 
 #: Default per-file limit: a whole file is read into memory, so a huge or endless one must stop.
@@ -66,7 +90,7 @@ class FileSet:
 
 
 def supported_list() -> str:
-    return " ".join(sorted(SUPPORTED_FORMATS))
+    return " ".join(supported_suffixes())
 
 
 def find_files(path: str | os.PathLike[str]) -> FileSet:
@@ -85,16 +109,14 @@ def find_files(path: str | os.PathLike[str]) -> FileSet:
     if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         raise IngestError(f"{p} is {_kind(mode)}, not a regular file or folder; only regular files are read")
     if p.is_file():
-        if p.suffix.lower() not in SUPPORTED_FORMATS:
-            raise IngestError(
-                f"{p}: unsupported file type {p.suffix or '(no extension)'!r}; "
-                f"agentkit ingest reads: {supported_list()} (BEIR-style .jsonl)"
-            )
+        if p.suffix.lower() not in supported_suffixes():
+            raise IngestError(_unsupported(p))
         return FileSet(root=p.parent, files=[p])
     if not p.is_dir():
         raise IngestError(f"{p} does not exist; pass a file or folder of {supported_list()} files")
 
     found = FileSet(root=p, folder=True)
+    suffixes = set(supported_suffixes())
 
     def unreadable(exc: OSError) -> None:
         found.failures.append(IngestFailure(str(exc.filename or p), f"cannot list folder: {exc.strerror or exc}"))
@@ -106,7 +128,7 @@ def find_files(path: str | os.PathLike[str]) -> FileSet:
             if name.startswith("."):
                 continue
             f = Path(dirpath, name)
-            if f.suffix.lower() not in SUPPORTED_FORMATS:
+            if f.suffix.lower() not in suffixes:
                 found.unsupported.append(f)
                 continue
             # Symlinks to files are followed (os.walk does not descend into linked folders, so a
@@ -150,13 +172,15 @@ def load_file(
 
     Ids of whole-file documents are the path relative to `root` (default: the file's folder),
     with `/` separators, so re-ingesting the same tree gives the same ids. Only regular files are
-    read; a whole file over `max_file_mb` (for .jsonl: a line over it) is skipped and named.
+    read; a whole file over `max_file_mb` (for .jsonl: a line over it) is skipped and named. The
+    file's loader is the one registered for its suffix (`register_loaders`).
     """
     p = Path(path)
     report = on_error or _log_failure
-    fmt = SUPPORTED_FORMATS.get(p.suffix.lower())
-    if fmt is None:
-        raise IngestError(f"{p}: unsupported file type; agentkit ingest reads: {supported_list()}")
+    suffix = p.suffix.lower()
+    loaders = _loaders()
+    if suffix != JSONL and suffix not in loaders:
+        raise IngestError(_unsupported(p))
     max_bytes = int(max_file_mb * 1024 * 1024)
     opened = _open_regular(p, report)
     if opened is None:
@@ -165,7 +189,7 @@ def load_file(
     # realpath, unlike Path.resolve() on Python 3.11, never raises on a symlink loop.
     absolute = Path(os.path.realpath(p))
     with handle:
-        if fmt == "jsonl":
+        if suffix == JSONL:
             yield from _load_jsonl(p, handle, absolute, report, max_bytes, max_file_mb)
             return
         if size > max_bytes:
@@ -180,11 +204,22 @@ def load_file(
     if len(raw) > max_bytes:
         report(IngestFailure(str(p), _too_big(len(raw), max_file_mb)))
         return
+    fmt = suffix[1:]
     try:
-        text = _decode(raw)
-    except UnicodeDecodeError as exc:
-        report(IngestFailure(str(p), _decode_reason(exc)))
+        from agentkit.plugins import registry
+
+        loaded = registry().loader(suffix)(raw, p)
+        if isinstance(loaded, str):
+            loaded = Loaded(loaded)
+        if not isinstance(loaded, Loaded):
+            raise TypeError(f"the {suffix} loader returned {type(loaded).__name__}, not Loaded or str")
+    except IngestError as exc:  # the loader's own reason, already phrased for the user
+        report(IngestFailure(str(p), str(exc)))
         return
+    except Exception as exc:  # noqa: BLE001 - a parser bug (or a plugin's) on one file must not stop the run
+        report(IngestFailure(str(p), f"cannot parse {fmt}: {type(exc).__name__}: {exc}"))
+        return
+    text = loaded.text
     if "\0" in text:
         report(IngestFailure(str(p), _nul_reason(text)))
         return
@@ -194,19 +229,42 @@ def load_file(
         doc_id = p.relative_to(base).as_posix()
     except ValueError:
         doc_id = p.name
-    metadata: dict[str, Any] = {"path": str(absolute), "format": fmt}
+    metadata: dict[str, Any] = {**loaded.metadata, "path": str(absolute), "format": loaded.format or fmt}
+    if loaded.page_starts:
+        metadata["page_starts"] = list(loaded.page_starts)
+    yield Document(id=doc_id, text=text, title=loaded.title or p.stem, metadata=metadata)
+
+
+# --- the built-in text loaders (registered in agentkit.plugins) ----------------------------------
+
+
+def _text(raw: bytes) -> str:
     try:
-        if fmt == "markdown":
-            title = markdown_title(text) or p.stem
-        elif fmt == "html":
-            text, html_title = html_to_text(text)
-            title = html_title or p.stem
-        else:
-            title = p.stem
-    except Exception as exc:  # noqa: BLE001 - a parser bug on one file must not stop the run
-        report(IngestFailure(str(p), f"cannot parse {fmt}: {type(exc).__name__}: {exc}"))
-        return
-    yield Document(id=doc_id, text=text, title=title, metadata=metadata)
+        text = _decode(raw)
+    except UnicodeDecodeError as exc:
+        raise IngestError(_decode_reason(exc)) from None
+    if "\0" in text:
+        raise IngestError(_nul_reason(text))
+    return text
+
+
+def load_text(raw: bytes, path: Path) -> Loaded:
+    return Loaded(_text(raw), format="text")
+
+
+def load_markdown(raw: bytes, path: Path) -> Loaded:
+    text = _text(raw)
+    return Loaded(text, markdown_title(text), format="markdown")
+
+
+def load_html(raw: bytes, path: Path) -> Loaded:
+    text, title = html_to_text(_text(raw))
+    return Loaded(text, title, format="html")
+
+
+def _unsupported(p: Path) -> str:
+    return (f"{p}: unsupported file type {p.suffix or '(no extension)'!r}; agentkit ingest reads: "
+            f"{supported_list()} (BEIR-style .jsonl); a plugin can add more (register_loaders)")
 
 
 def _open_regular(p: Path, report: OnError) -> tuple[BinaryIO, int] | None:
@@ -364,8 +422,14 @@ def markdown_title(text: str) -> str:
 
 # --- HTML -------------------------------------------------------------------------------------
 
-#: Elements whose content is not prose: code, styling, menus.
-_SKIP = frozenset({"script", "style", "nav", "noscript", "template", "svg"})
+#: Elements whose content is not prose: code, styling, menus, page furniture.
+_SKIP = frozenset({"script", "style", "nav", "noscript", "template", "svg", "footer", "button", "select"})
+#: ARIA roles of page furniture (site menus, banners, search boxes, footers).
+_SKIP_ROLES = frozenset({"navigation", "banner", "contentinfo", "search", "menu", "menubar"})
+#: Elements with no end tag: an attribute on one must not start a region that never ends.
+_VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"})
+#: Where a page's own text lives; when a page has one, text outside it (sidebars, menus) is dropped.
+_MAIN = frozenset({"main", "article"})
 #: Elements that start a new paragraph.
 _BLOCK = frozenset({
     "address", "article", "aside", "blockquote", "br", "dd", "div", "dl", "dt", "figcaption",
@@ -377,10 +441,15 @@ _BLOCK = frozenset({
 class _TextExtractor(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
-        self.paragraphs: list[str] = []
+        #: (text, inside <main>/<article>) per paragraph.
+        self.paragraphs: list[tuple[str, bool]] = []
         self._current: list[str] = []
         self._lines: list[str] = []
-        self._skip = 0
+        self._in_main_text = False
+        #: The element that opened the skipped region, and how deep it is nested in itself.
+        self._skip_tag = ""
+        self._skip_depth = 0
+        self._main = 0
         self._pre = 0
         self._in_title = False
         self._in_h1 = False
@@ -388,21 +457,40 @@ class _TextExtractor(HTMLParser):
         self.h1 = ""
         self._h1_parts: list[str] = []
 
+    @staticmethod
+    def _furniture(tag: str, attrs: list[tuple[str, str | None]]) -> bool:
+        if tag in _SKIP:
+            return True
+        if tag in _VOID:
+            return False
+        a = {k: (v or "") for k, v in attrs}
+        return "hidden" in a or a.get("aria-hidden", "").lower() == "true" or a.get("role", "").lower() in _SKIP_ROLES
+
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "title":
             self._in_title = True
-        elif tag in _SKIP:
-            self._skip += 1
+        elif self._skip_depth:
+            if tag == self._skip_tag:
+                self._skip_depth += 1
+            return
+        elif self._furniture(tag, attrs):
+            self._break()
+            self._skip_tag, self._skip_depth = tag, 1
+            return
         if tag == "br":
             self._line_break()
         elif tag in _BLOCK:
             self._break()
+        if tag in _MAIN:
+            self._main += 1
         if tag == "pre":
             self._pre += 1
         elif tag == "h1" and not self.h1:
             self._in_h1 = True
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if self._skip_depth:
+            return
         if tag == "br":
             self._line_break()
         elif tag in _BLOCK:  # <hr/>
@@ -411,13 +499,18 @@ class _TextExtractor(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag == "title":
             self._in_title = False
-        elif tag in _SKIP and self._skip:
-            self._skip -= 1
+            return
+        if self._skip_depth:
+            if tag == self._skip_tag:
+                self._skip_depth -= 1
+            return
         if tag == "h1" and self._in_h1:
             self._in_h1 = False
             self.h1 = " ".join("".join(self._h1_parts).split())
         if tag in _BLOCK and tag != "br":
             self._break()  # before leaving <pre>, so its text keeps its line breaks
+        if tag in _MAIN and self._main:
+            self._main -= 1
         if tag == "pre" and self._pre:
             self._pre -= 1
 
@@ -425,10 +518,12 @@ class _TextExtractor(HTMLParser):
         if self._in_title:
             self.title += data
             return
-        if self._skip:
+        if self._skip_depth:
             return
         if self._in_h1:
             self._h1_parts.append(data)
+        if self._main and data.strip():
+            self._in_main_text = True
         self._current.append(data)
 
     def _line_break(self) -> None:
@@ -445,16 +540,20 @@ class _TextExtractor(HTMLParser):
         if self._lines:
             text = "\n".join(self._lines).strip("\n") if self._pre else "\n".join(self._lines)
             self._lines = []
-            self.paragraphs.append(text)
+            self.paragraphs.append((text, self._in_main_text))
+        self._in_main_text = False
 
     def result(self) -> tuple[str, str]:
         self._break()
         title = " ".join(self.title.split()) or self.h1
-        return "\n\n".join(self.paragraphs), title
+        # A page that marks its own text (<main>, <article>) loses its sidebars and menus.
+        main = [text for text, inside in self.paragraphs if inside]
+        return "\n\n".join(main or [text for text, _ in self.paragraphs]), title
 
 
 def html_to_text(html: str) -> tuple[str, str]:
-    """(text, title) of an HTML page: paragraphs separated by blank lines, no script/style/nav."""
+    """(text, title) of an HTML page: headings and paragraphs separated by blank lines; no
+    script, style, menus, footers or hidden elements; only the <main>/<article> text when the page has one."""
     parser = _TextExtractor()
     parser.feed(html)
     parser.close()

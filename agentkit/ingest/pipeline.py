@@ -46,6 +46,8 @@ class IngestReport:
     documents_pruned: int = 0
     #: Files in the given folders with an extension no loader reads (skipped, not failures).
     unsupported_files: int = 0
+    #: Those files' paths (the summary names them, with their suffix).
+    unsupported: list[str] = field(default_factory=list)
     failures: list[IngestFailure] = field(default_factory=list)
     elapsed_s: float = 0.0
 
@@ -62,7 +64,10 @@ class IngestReport:
         if self.documents_pruned:
             parts.append(f"{_n(self.documents_pruned, 'document')} of deleted files pruned")
         if self.unsupported_files:
-            parts.append(f"{_n(self.unsupported_files, 'file')} of unsupported type skipped")
+            shown = ", ".join(self.unsupported[:_SUMMARY_FAILURES])
+            more = self.unsupported_files - _SUMMARY_FAILURES
+            parts.append(f"{_n(self.unsupported_files, 'file')} of unsupported type skipped (no loader for their "
+                         f"suffix; a plugin can add one): {shown}" + (f"; and {more} more" if more > 0 else ""))
         if self.failures:
             shown = "; ".join(f"{where}: {why}" for where, why in self.failures[:_SUMMARY_FAILURES])
             more = len(self.failures) - _SUMMARY_FAILURES
@@ -121,6 +126,7 @@ def ingest(
     for fs in filesets:
         report.files += len(fs.files)
         report.unsupported_files += len(fs.unsupported)
+        report.unsupported.extend(str(f) for f in fs.unsupported)
         report.failures.extend(fs.failures)
 
     from tqdm import tqdm

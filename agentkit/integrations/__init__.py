@@ -48,6 +48,14 @@ def to_passage(
     return Passage(pid, text, title, source=source, score=float(score), metadata=md, uri=uri)
 
 
+def check_filters(source: Any, filters: Mapping[str, Any]) -> None:
+    """InputError when `filters` name a metadata key the source does not hold (see
+    `agentkit.knowledge.memory.check_filter_keys`); sources without `filterable_fields` pass."""
+    from agentkit.knowledge.memory import check_filter_keys
+
+    check_filter_keys(source, filters)
+
+
 def format_passages(passages: list[Passage]) -> str:
     """Numbered evidence, as agentkit's prompts show it: `[n] title (uri)` then the text."""
     if not passages:

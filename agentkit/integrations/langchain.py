@@ -5,18 +5,19 @@ Needs `pip install "agentkit[langchain]"` (langchain-core); `import agentkit` ne
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable, Mapping, Sequence
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from agentkit.errors import KnowledgeSourceError, MissingDependency
-from agentkit.integrations import format_passages, passage_metadata, to_passage
+from agentkit.integrations import check_filters, format_passages, passage_metadata, to_passage
 from agentkit.knowledge.base import Filters, KnowledgeSource, matches
 from agentkit.types import Answer, Passage
 
 try:
-    from langchain_core.callbacks import CallbackManagerForRetrieverRun
+    from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
     from langchain_core.documents import Document
     from langchain_core.retrievers import BaseRetriever
     from langchain_core.runnables import RunnableLambda
@@ -75,7 +76,10 @@ def cited_documents(answer: Answer) -> list[Document]:
 class AgentkitRetriever(BaseRetriever):
     """Any agentkit KnowledgeSource as a LangChain retriever (sync, and async in a worker thread).
 
-    >>> AgentkitRetriever(source=MemorySource("notes"), k=3).invoke("tides")   # doctest: +SKIP
+    As with LangChain's vector-store retrievers, `search_kwargs` sets `k` and the metadata
+    `filter` (or `filters`), and so do keywords of `invoke()`; anything else is an error.
+
+    >>> AgentkitRetriever(source=MemorySource("notes"), search_kwargs={"k": 3}).invoke("tides")   # doctest: +SKIP
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -83,6 +87,7 @@ class AgentkitRetriever(BaseRetriever):
     source: Any = Field(description="an agentkit KnowledgeSource")
     k: int = 5
     filters: dict[str, Any] | None = None
+    search_kwargs: dict[str, Any] = Field(default_factory=dict)
 
     def model_post_init(self, context: Any, /) -> None:
         if not isinstance(self.source, KnowledgeSource):
@@ -90,11 +95,47 @@ class AgentkitRetriever(BaseRetriever):
                 f"AgentkitRetriever(source=...) needs an agentkit KnowledgeSource (name, description, "
                 f"search), got {type(self.source).__name__}; wrap your data in e.g. agentkit.MemorySource"
             )
+        self.k, self.filters = self._search_args(self.search_kwargs, "search_kwargs")
+
+    def _search_args(self, kwargs: Mapping[str, Any], where: str) -> tuple[int, dict[str, Any] | None]:
+        """(k, filters) from `kwargs` over this retriever's own; unknown keys are a ValueError."""
+        unknown = sorted(set(kwargs) - set(SEARCH_KWARGS))
+        if unknown:
+            raise ValueError(
+                f"AgentkitRetriever {where}: unknown key(s) {', '.join(map(repr, unknown))}; "
+                f"it takes: {', '.join(SEARCH_KWARGS)}"
+            )
+        if "filter" in kwargs and "filters" in kwargs:
+            raise ValueError(f"AgentkitRetriever {where}: give either 'filter' or 'filters', not both")
+        k = kwargs.get("k", self.k)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"AgentkitRetriever {where}: k must be a whole number of at least 1, got {k!r}")
+        filters = kwargs.get("filter", kwargs.get("filters", self.filters))
+        if filters is not None and not isinstance(filters, Mapping):
+            raise ValueError(
+                f"AgentkitRetriever {where}: filters must map metadata keys to a value or a list of values, "
+                f"got {type(filters).__name__}"
+            )
+        return k, dict(filters) if filters else None
 
     def _get_relevant_documents(
-        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        return [to_document(p) for p in self.source.search(query, k=self.k, filters=self.filters)]
+        k, filters = self._search_args(kwargs, "invoke()") if kwargs else (self.k, self.filters)
+        if filters:
+            check_filters(self.source, filters)
+        return [to_document(p) for p in self.source.search(query, k=k, filters=filters)]
+
+    async def _aget_relevant_documents(
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
+    ) -> list[Document]:
+        # A source's search is synchronous: run it in a worker thread, off the event loop.
+        sync = run_manager.get_sync()
+        return await asyncio.to_thread(self._get_relevant_documents, query, run_manager=sync, **kwargs)
+
+
+#: What AgentkitRetriever's `search_kwargs` (and `invoke()` keywords) may hold.
+SEARCH_KWARGS = ("k", "filter", "filters")
 
 
 class _SearchInput(BaseModel):
@@ -259,7 +300,17 @@ class LangChainSource:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({type(self.obj).__name__}, name={self.name!r})"
 
+    def filterable_fields(self) -> list[str] | None:
+        """The metadata keys of the stored documents, where the store can list them
+        (InMemoryVectorStore); None when it cannot."""
+        store = getattr(self.obj, "store", None)
+        if not isinstance(self.obj, InMemoryVectorStore) or not isinstance(store, dict):
+            return None
+        return sorted({key for doc in store.values() for key in (doc.get("metadata") or {})})
+
     def search(self, query: str, k: int = 5, filters: Filters | None = None) -> list[Passage]:
+        if filters:
+            check_filters(self, filters)
         if not query.strip() or k <= 0:
             return []
         client_side = bool(filters) and self.filter_kwargs is None

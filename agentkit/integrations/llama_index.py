@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agentkit.errors import KnowledgeSourceError, MissingDependency
-from agentkit.integrations import passage_metadata, to_passage
+from agentkit.integrations import ID_KEYS, check_filters, passage_metadata, to_passage
 from agentkit.knowledge.base import Filters, KnowledgeSource, matches
 from agentkit.types import Passage
 
@@ -84,6 +84,8 @@ class AgentkitLlamaRetriever(BaseRetriever):
         self.filters = dict(filters) if filters else None
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        if self.filters:
+            check_filters(self.source, self.filters)
         return [to_node(p) for p in self.source.search(query_bundle.query_str, k=self.k, filters=self.filters)]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
@@ -168,7 +170,9 @@ class LlamaIndexSource:
     A VectorStoreIndex is searched with `similarity_top_k=k` and the filters as MetadataFilters;
     any other index through `as_retriever()`, and a retriever as given (its own top-k), with the
     filters applied here. Filters are always re-checked with `agentkit.knowledge.base.matches`.
-    Passage ids are node ids. Given a VectorStoreIndex, the constructor returns a
+    Passage ids are the ids the user set: a metadata `id`, else for a node cut from a Document
+    `<doc id>#<n>` (its n-th node; `doc_id` metadata = the Document's id), else the node id.
+    Given a VectorStoreIndex, the constructor returns a
     `WritableLlamaIndexSource` (pass `writable=False` for a read-only view).
     """
 
@@ -202,7 +206,20 @@ class LlamaIndexSource:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({type(self.obj).__name__}, name={self.name!r})"
 
+    def filterable_fields(self) -> list[str] | None:
+        """The metadata keys of the index's nodes where its docstore holds them; else None."""
+        index = self._index()
+        if index is None or (isinstance(index, VectorStoreIndex) and index.vector_store.stores_text):
+            return None  # the nodes live in the vector store, which cannot list them
+        try:
+            docs = index.docstore.docs.values()
+        except Exception:  # noqa: BLE001 - a remote docstore may not list; then nothing is checked
+            return None
+        return sorted({key for node in docs for key in node.metadata})
+
     def search(self, query: str, k: int = 5, filters: Filters | None = None) -> list[Passage]:
+        if filters:
+            check_filters(self, filters)
         if not query.strip() or k <= 0:
             return []
         if isinstance(self.obj, VectorStoreIndex):
@@ -230,10 +247,39 @@ class LlamaIndexSource:
         assert isinstance(index, VectorStoreIndex)
         return not index.vector_store.stores_text and not index.index_struct.nodes_dict
 
+    def _index(self) -> BaseIndex[Any] | None:
+        """The index behind this source: the one given, or a vector retriever's own."""
+        index = self.obj if isinstance(self.obj, BaseIndex) else getattr(self.obj, "_index", None)
+        return index if isinstance(index, BaseIndex) else None
+
     def _passage(self, node: BaseNode, score: float) -> Passage:
         metadata = {k: v for k, v in node.metadata.items() if k != "score"}
         text = node.get_content(metadata_mode=MetadataMode.NONE)
-        return to_passage(text, metadata, id=node.node_id, source=self.name, score=score)
+        return to_passage(text, metadata, id=self._passage_id(node, metadata), source=self.name, score=score)
+
+    def _passage_id(self, node: BaseNode, metadata: dict[str, Any]) -> str | None:
+        """The id the user set (see the class docstring); None lets `to_passage` use a metadata id."""
+        if any(metadata.get(key) not in (None, "") for key in ID_KEYS):
+            return None
+        ref = node.ref_doc_id
+        if not ref or ref == node.node_id:
+            return node.node_id
+        metadata.setdefault("doc_id", ref)
+        return f"{ref}#{self._position(node, ref)}"
+
+    def _position(self, node: BaseNode, ref: str) -> int:
+        """The node's place among its Document's nodes (by the docstore's record, else by its
+        start in the Document's text), so ids stay stable across searches."""
+        index = self._index()
+        info = None
+        if index is not None:
+            try:
+                info = index.docstore.get_ref_doc_info(ref)
+            except Exception:  # noqa: BLE001 - a docstore without ref-doc records
+                info = None
+        if info is not None and node.node_id in info.node_ids:
+            return info.node_ids.index(node.node_id)
+        return int(node.start_char_idx or 0)
 
 
 class WritableLlamaIndexSource(LlamaIndexSource):

@@ -14,9 +14,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from agentkit.errors import InputError
 from agentkit.knowledge.base import Filters, matches
 from agentkit.text import terms
-from agentkit.types import Passage
+from agentkit.types import Document, Passage
 
 
 class MemorySourceConfig(BaseModel):
@@ -44,6 +45,8 @@ class MemorySource:
         self._len: dict[str, int] = {}
         self._postings: dict[str, set[str]] = {}
         self._total_len = 0
+        #: Metadata key -> passages holding it: the filterable fields, kept without a scan.
+        self._keys: Counter[str] = Counter()
         self._lock = threading.RLock()
 
     @classmethod
@@ -52,13 +55,17 @@ class MemorySource:
 
     # --- writing ---------------------------------------------------------------------------
 
-    def add(self, passages: Sequence[Passage]) -> None:
+    def add(self, passages: Sequence[Passage | Document]) -> None:
+        """Store passages (replacing by id). Whole `Document`s are cut into passages first
+        (`agentkit.ingest.chunking.chunk_document`: 200-token chunks with ids `doc_id#i`)."""
+        passages = _as_passages(passages)
         with self._lock:
             for p in passages:
                 if p.id in self._passages:
                     self._remove(p.id)
                 tf = Counter(terms(f"{p.title}\n{p.text}" if p.title else p.text))
                 self._passages[p.id] = replace(p, source=self.name, score=0.0)
+                self._keys.update(p.metadata.keys())
                 self._tf[p.id] = tf
                 n = sum(tf.values())
                 self._len[p.id] = n
@@ -73,7 +80,8 @@ class MemorySource:
                     self._remove(pid)
 
     def _remove(self, pid: str) -> None:
-        del self._passages[pid]
+        self._keys.subtract(self._passages.pop(pid).metadata.keys())
+        self._keys += Counter()  # drops keys no passage holds any more
         for term in self._tf.pop(pid):
             posting = self._postings[term]
             posting.discard(pid)
@@ -94,7 +102,14 @@ class MemorySource:
         with self._lock:
             return [pid for pid, p in self._passages.items() if matches(p.metadata, filters)]
 
+    def filterable_fields(self) -> list[str]:
+        """The metadata keys of the stored passages: what `filters` can name."""
+        with self._lock:
+            return sorted(self._keys)
+
     def search(self, query: str, k: int = 5, filters: Filters | None = None) -> list[Passage]:
+        if filters:
+            check_filter_keys(self, filters)
         qterms = set(terms(query))
         if not qterms or k <= 0:
             return []
@@ -123,3 +138,39 @@ class MemorySource:
                 if len(out) == k:
                     break
             return out
+
+
+def _as_passages(items: Sequence[Passage | Document]) -> list[Passage]:
+    if isinstance(items, (Passage, Document)):
+        items = [items]  # one given alone
+    out: list[Passage] = []
+    for n, item in enumerate(items):
+        if isinstance(item, Passage):
+            out.append(item)
+        elif isinstance(item, Document):
+            from agentkit.ingest.chunking import chunk_document
+
+            out.extend(chunk_document(item))
+        else:
+            raise TypeError(
+                f"MemorySource.add() takes agentkit Passages or Documents; item {n} is a "
+                f"{type(item).__module__}.{type(item).__name__}: build agentkit.Document(id=..., text=...) "
+                f"(chunked here) or agentkit.Passage(id=..., text=...) (stored as it is)"
+            )
+    return out
+
+
+def check_filter_keys(source: Any, filters: Filters) -> None:
+    """InputError when `filters` name a metadata key that `source.filterable_fields()` does not
+    list (where the source has that method and knows): a typo would otherwise match nothing, and
+    the empty result would read as "no such passage"."""
+    lister = getattr(source, "filterable_fields", None)
+    fields = lister() if callable(lister) else None
+    if not fields:  # unknown, or an empty source: nothing to check against
+        return
+    unknown = [key for key in filters if key not in fields]
+    if unknown:
+        raise InputError(
+            f"source {getattr(source, 'name', '?')!r} has no metadata field {', '.join(map(repr, unknown))} to "
+            f"filter on; filterable fields: {', '.join(fields)}"
+        )
