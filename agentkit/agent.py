@@ -1,23 +1,24 @@
 """The agent loop: route -> retrieve -> assemble evidence -> reason (chain-of-thought) -> cited answer.
 
-`stream()` is the loop; `ask()` and `aask()` drain it. Both kinds of knowledge are tools here:
+`stream()` is the loop; `ask()`, `aask()` and `astream()` drain it. Both kinds of knowledge are tools here:
 external sources are searched, and the model's own knowledge is the `parametric` route.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import itertools
 import json
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agentkit.errors import ConfigError, InputError, RealModelForbidden, UnknownSource
-from agentkit.knowledge.base import KnowledgeSource
+from agentkit.knowledge.base import Filters, KnowledgeSource
 from agentkit.llm.base import LLM, GenerationOptions
 from agentkit.reasoning.citations import REFUSAL, parse_reply
 from agentkit.reasoning.cot import load_template
@@ -95,6 +96,9 @@ class Agent:
         self.parametric = ParametricSource(llm)
         #: Set when the backend refused a grammar: the quote reader then checks quotes as text.
         self._no_grammar = False
+        #: One call's hard cap on each reply (a request's max_tokens) and its sampling seed.
+        self._cap: int | None = None
+        self._seed: int | None = None
         #: The focus's sentence encoder (agent.focus_embedder), made on first use.
         self._encoder: Any = None
         self._check: Any = None
@@ -113,17 +117,26 @@ class Agent:
 
     @classmethod
     def from_config(cls, config: str | Path | Config | None = None, **overrides: Any) -> Agent:
-        """Build an agent from a YAML file (or a loaded Config); `None` uses the default lookup."""
+        """Build an agent from a YAML file (or a loaded Config); `None` uses the default lookup.
+
+        Overrides go by config section and are merged into it, then validated like the file:
+        `Agent.from_config(None, agent={"max_tokens": 48}, sources={"notes": {"type": "memory"}})`.
+        `llm=`, `router=`, `tools=` and `adapters=` also take ready objects (an LLM, a Router, a
+        list of Tools or functions, {name: AdapterSpec}), used as they are.
+        """
         from agentkit.config import Config, load_config
         from agentkit.plugins import build_llm, build_source, build_tools
         from agentkit.routing.build import build_router
 
         cfg = config if isinstance(config, Config) else load_config(config)
-        llm = overrides.pop("llm", None) or build_llm(cfg.llm)
-        sources = {name: build_source(name, spec, cfg.data_dir) for name, spec in cfg.sources.items()}
-        router = overrides.pop("router", None) or build_router(cfg, llm)
-        tools = overrides.pop("tools", None) or build_tools(cfg.tools, origin=cfg.origin)
-        adapters = overrides.pop("adapters", None)
+        llm, router, tools, adapters, sections = _split_overrides(overrides)
+        if sections:
+            cfg = cfg.with_overrides(sections)
+        llm = llm or build_llm(cfg.llm, config_dir=cfg.base_dir)
+        sources = {name: build_source(name, spec, cfg.data_dir, config_dir=cfg.base_dir)
+                   for name, spec in cfg.sources.items()}
+        router = router or build_router(cfg, llm)
+        tools = build_tools(cfg.tools, origin=cfg.origin) if tools is None else tools
         if adapters is None and cfg.adapters:
             adapters = cfg.adapters
             register = getattr(llm, "add_adapter", None)
@@ -135,33 +148,85 @@ class Agent:
             for name, spec in cfg.adapters.items():
                 if name not in getattr(llm, "adapter_names", ()):
                     register(name, cfg.resolve_path(spec.path))
-        return cls(
-            llm, sources, router=router, settings=cfg.agent, config=cfg, tools=tools, adapters=adapters, **overrides
-        )
+        return cls(llm, sources, router=router, settings=cfg.agent, config=cfg, tools=tools, adapters=adapters)
 
     # --- public API ------------------------------------------------------------------------
 
-    def ask(self, question: str, *, history: Sequence[Message] = (), route: Sequence[str] | None = None) -> Answer:
-        """Answer `question`; `route` forces the targets (source names and/or "parametric")."""
+    def ask(
+        self, question: str, *, history: Sequence[Message] = (), route: Sequence[str] | None = None,
+        max_tokens: int | None = None, temperature: float | None = None, seed: int | None = None,
+        filters: Filters | None = None,
+    ) -> Answer:
+        """Answer `question`; `route` forces the targets (source names and/or "parametric");
+        `max_tokens`, `temperature` and `seed` apply to this call only (see `stream`); `filters`
+        (metadata key -> value, or a list of values) narrow every source search."""
         answer = None
-        for event in self.stream(question, history=history, route=route):
+        for event in self.stream(question, history=history, route=route, max_tokens=max_tokens,
+                                 temperature=temperature, seed=seed, filters=filters):
             if isinstance(event, AnswerEvent):
                 answer = event.answer
         assert answer is not None
         return answer
 
     async def aask(
-        self, question: str, *, history: Sequence[Message] = (), route: Sequence[str] | None = None
+        self, question: str, *, history: Sequence[Message] = (), route: Sequence[str] | None = None,
+        filters: Filters | None = None, **per_call: Any,
     ) -> Answer:
-        return await asyncio.to_thread(self.ask, question, history=history, route=route)
+        """`ask()` in a worker thread; takes the same keywords."""
+        return await asyncio.to_thread(self.ask, question, history=history, route=route, filters=filters, **per_call)
+
+    async def astream(
+        self, question: str, *, history: Sequence[Message] = (), route: Sequence[str] | None = None,
+        filters: Filters | None = None, **per_call: Any,
+    ) -> AsyncIterator[Event]:
+        """`stream()` for asyncio (same keywords): the loop runs in worker threads, the events come here.
+
+        Leaving the `async for` early (or cancelling the task) stops generation after the token
+        being made, as closing `stream()` does.
+        """
+        events = self.stream(question, history=history, route=route, filters=filters, **per_call)
+        # The generator runs in worker threads one step at a time; the lock keeps the closing
+        # step from meeting a step still running after a cancellation.
+        lock = threading.Lock()
+        end = object()
+
+        def step() -> object:
+            with lock:
+                return next(events, end)
+
+        def close() -> None:
+            with lock:
+                events.close()
+
+        try:
+            while (event := await asyncio.to_thread(step)) is not end:
+                yield event  # type: ignore[misc]
+        finally:
+            await asyncio.to_thread(close)
 
     def stream(
-        self, question: str, *, history: Sequence[Message] = (), route: Sequence[str] | None = None
+        self, question: str, *, history: Sequence[Message] = (), route: Sequence[str] | None = None,
+        max_tokens: int | None = None, temperature: float | None = None, seed: int | None = None,
+        filters: Filters | None = None,
     ) -> Iterator[Event]:
         """Run the loop, yielding events: route, retrievals/steps, tokens, warnings, the answer.
 
-        Closing the iterator (or Ctrl-C while iterating) stops generation; nothing is stored.
+        `max_tokens`, `temperature` and `seed` apply to this call only (an OpenAI request's
+        fields): `max_tokens` caps every reply the model generates for the answer, the quote
+        reader's forced quote included; `temperature` applies where the reply is free text (a
+        grammar-forced reply is greedy). `filters` go to every source search (not to the
+        router's probes). Closing the iterator (or Ctrl-C while iterating) stops generation;
+        nothing is stored.
         """
+        if max_tokens is not None or temperature is not None or seed is not None:
+            call = self._for_call(max_tokens, temperature, seed)
+            try:
+                return (yield from call.stream(question, history=history, route=route, filters=filters))
+            finally:
+                # What the call built lazily (the focus encoder, the verifier) serves the next ones.
+                self._encoder = self._encoder or call._encoder
+                self._check = self._check or call._check
+                self._no_grammar = self._no_grammar or call._no_grammar
         t0 = time.perf_counter()
         question = question.strip() if isinstance(question, str) else ""
         if not question:
@@ -186,7 +251,7 @@ class Agent:
         t1 = time.perf_counter()
         results: list[list[Passage]] = []
         if decision.sources:
-            for name, passages, error in self._search_many(decision.sources, question, s.top_k, failed):
+            for name, passages, error in self._search_many(decision.sources, question, s.top_k, failed, filters):
                 if error:
                     failed[name] = error
                     answer.warnings.append(error)
@@ -199,10 +264,14 @@ class Agent:
                 results.append(draft)
                 yield RetrievalEvent(PARAMETRIC, question, draft)
 
+        timings["retrieve_ms"] = _ms(t1)
+
         # 3. Optionally let the model act: search again or call a tool (grammar-constrained JSON).
         if self.tools or (s.max_steps > 1 and decision.sources):
-            yield from self._act(question, decision, results, answer)
-        timings["retrieve_ms"] = _ms(t1)
+            t_act = time.perf_counter()
+            yield from self._act(question, decision, results, answer, filters)
+            # Its own figure: the model choosing actions (and tools running) is not retrieval.
+            timings["act_ms"] = _ms(t_act)
 
         # 4. Build the prompt within the context window.
         if decision.sources and not any(p.source != PARAMETRIC for r in results for p in r):
@@ -217,6 +286,7 @@ class Agent:
         if self._reads_quotes(decision, results) and (yield from self._read(question, history, results, answer)):
             # 5-6. The quote reader: focused sentences, a quote, a short answer checked against it.
             timings["generate_ms"] = _ms(t2)
+            yield from self._cut_off(answer)
             timings["total_ms"] = _ms(t0)
             yield AnswerEvent(answer)
             return
@@ -236,7 +306,7 @@ class Agent:
         if self._unsupported(decision, answer) and self._may_search_again(decision):
             # 7. Re-retrieval: one reformulated search, then answer again over the larger evidence.
             t3 = time.perf_counter()
-            grown = yield from self._search_again(question, decision, results, answer, failed)
+            grown = yield from self._search_again(question, decision, results, answer, failed, filters)
             if grown:
                 messages, evidence = self._build_prompt(question, history, results, answer)
                 answer.passages = evidence
@@ -256,8 +326,25 @@ class Agent:
             yield WarningEvent(note)
         elif REFUSAL.lower().rstrip(".") in answer.text.lower():
             answer.kind = "refusal"
+        yield from self._cut_off(answer)
         timings["total_ms"] = _ms(t0)
         yield AnswerEvent(answer)
+
+    def _for_call(self, max_tokens: int | None, temperature: float | None, seed: int | None) -> Agent:
+        """This agent with one call's own limits; the model, sources and caches are shared."""
+        if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
+            raise InputError(f"max_tokens must be a whole number of at least 1, got {max_tokens!r}")
+        if temperature is not None and not 0.0 <= temperature <= 2.0:
+            raise InputError(f"temperature must be between 0 and 2, got {temperature!r}")
+        call = copy.copy(self)
+        update: dict[str, Any] = {}
+        if max_tokens is not None:
+            update["max_tokens"] = max_tokens
+        if temperature is not None:
+            update["temperature"] = float(temperature)
+        call.settings = self.settings.model_copy(update=update)
+        call._cap, call._seed = max_tokens, seed
+        return call
 
     def close(self) -> None:
         for source in self.sources.values():
@@ -315,17 +402,20 @@ class Agent:
                 "config's adapters section)"
             )
 
-    def _search_one(self, name: str, query: str, k: int) -> list[Passage]:
+    def _search_one(self, name: str, query: str, k: int, filters: Filters | None = None) -> list[Passage]:
+        if filters:
+            return self.sources[name].search(query, k=k, filters=filters)
         return self.sources[name].search(query, k=k)
 
     def _search_many(
-        self, names: Sequence[str], query: str, k: int, failed: Mapping[str, str] | None = None
+        self, names: Sequence[str], query: str, k: int, failed: Mapping[str, str] | None = None,
+        filters: Filters | None = None,
     ) -> Iterator[tuple[str, list[Passage], str]]:
         """(name, passages, error) per source, searched in parallel, each bounded by
         `agent.source_timeout`. Sources in `failed` (name -> error, from routing) are not
         searched again: a hung server would cost the timeout twice."""
         failed = failed or {}
-        calls = {n: _Deadline.start(self._search_one, n, query, k) for n in names if n not in failed}
+        calls = {n: _Deadline.start(self._search_one, n, query, k, filters) for n in names if n not in failed}
         deadline = time.monotonic() + self.settings.source_timeout
         for name in names:
             if name in failed:
@@ -340,7 +430,8 @@ class Agent:
                 for name, source in self.sources.items()}
 
     def _act(
-        self, question: str, decision: RouteDecision, results: list[list[Passage]], answer: Answer
+        self, question: str, decision: RouteDecision, results: list[list[Passage]], answer: Answer,
+        filters: Filters | None = None,
     ) -> Iterator[Event]:
         """Let the model pick actions until it answers: search a routed source again, or call a
         tool. Replies are grammar-constrained JSON, so they parse; a tool's error goes back to the
@@ -397,7 +488,7 @@ class Agent:
             step = Step("search", source, query)
             answer.steps.append(step)
             yield StepEvent(step)
-            for name, passages, error in self._search_many([source], query, self.settings.top_k):
+            for name, passages, error in self._search_many([source], query, self.settings.top_k, None, filters):
                 if error:
                     answer.warnings.append(error)
                     yield WarningEvent(error)
@@ -575,8 +666,9 @@ class Agent:
             reply: list[str] = []
             # The forced quote does not eat into the answer's max_tokens.
             quoted = max(self.llm.count_tokens(c.text) for c in plan.candidates[: s.quote_choices]) + 8
+            # A request's max_tokens caps the whole reply, as OpenAI clients count it.
             yield from self._generate(messages, answer, reply, grammar=plan.grammar(s.quote_choices),
-                                      max_tokens=s.max_tokens + quoted)
+                                      max_tokens=self._cap or s.max_tokens + quoted)
             support = None if s.verify == "off" else self._verifier().support
             reading = reader.interpret(reply[0], plan, support, s.support_threshold)
         answer.text, answer.kind, answer.citations, answer.withheld = (
@@ -633,6 +725,7 @@ class Agent:
         options = GenerationOptions(
             max_tokens=max_tokens or s.max_tokens, temperature=0.0 if grammar else s.temperature,
             repeat_penalty=1.0 if grammar else s.repeat_penalty, adapters=answer.adapters or None, grammar=grammar,
+            seed=self._seed,
         )
         pieces: list[str] = []
         t0 = time.perf_counter()
@@ -656,11 +749,27 @@ class Agent:
                     yield TokenEvent(delta.text)
                 if delta.usage is not None:
                     answer.usage += delta.usage
+                if delta.finish_reason is not None:
+                    answer.finish_reason = delta.finish_reason
         finally:
             close = getattr(stream, "close", None)
             if close is not None:
                 close()
         out.append("".join(pieces))
+
+    def _cut_off(self, answer: Answer) -> Iterator[Event]:
+        """Warn when the model's reply ended at max_tokens rather than where the model ended it."""
+        if answer.finish_reason != "length":
+            return
+        if self._cap is not None:
+            note = (f"the answer was cut off at max_tokens ({self._cap} tokens, set by the request); "
+                    "send a larger max_tokens to let it finish")
+        else:
+            n = self.settings.max_tokens
+            note = (f"the answer was cut off at agent.max_tokens ({n} tokens); raise it in the config "
+                    f"(agent: {{max_tokens: {2 * n}}}) to let it finish")
+        answer.warnings.append(note)
+        yield WarningEvent(note)
 
     def _parse(self, reply: str, evidence: list[Passage], answer: Answer) -> Iterator[Event]:
         from agentkit.reasoning.verify import check_citations
@@ -699,7 +808,7 @@ class Agent:
 
     def _search_again(
         self, question: str, decision: RouteDecision, results: list[list[Passage]], answer: Answer,
-        failed: Mapping[str, str] | None = None,
+        failed: Mapping[str, str] | None = None, filters: Filters | None = None,
     ) -> Iterator[Event]:
         """Reformulate once and search the routed sources; True when new passages were found.
         Takes one step of `max_steps` (the first retrieval is step 1)."""
@@ -712,7 +821,7 @@ class Agent:
         yield StepEvent(step)
         seen = {p.id for r in results for p in r}
         fresh: list[Passage] = []
-        for name, passages, error in self._search_many(decision.sources, query, self.settings.top_k, failed):
+        for name, passages, error in self._search_many(decision.sources, query, self.settings.top_k, failed, filters):
             if error:
                 answer.warnings.append(error)
                 yield WarningEvent(error)
@@ -749,6 +858,41 @@ class Agent:
 
             query = " ".join(w for w in words(question) if w not in STOPWORDS) or question
         return query
+
+
+#: `Agent.from_config` keywords that may be ready objects rather than config sections.
+_OBJECTS = ("llm", "router", "tools", "adapters")
+
+
+def _split_overrides(overrides: dict[str, Any]) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+    """(llm, router, tools, adapters, config sections) from `from_config`'s keywords: a mapping
+    (or a list of tool names) is a config override; anything else an object used as it is."""
+    from pydantic import BaseModel
+
+    from agentkit.config import Config
+
+    known = [k for k in Config.model_fields if k != "origin"]
+    unknown = [k for k in overrides if k not in known]
+    if unknown:
+        raise TypeError(
+            f"Agent.from_config() got unknown keyword(s) {', '.join(map(repr, unknown))}; overrides are "
+            f"config sections: {', '.join(known)}"
+        )
+    objects: dict[str, Any] = {}
+    sections: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if isinstance(value, BaseModel):
+            value = value.model_dump()  # agent=AgentSettings(...) is a section too
+        if isinstance(value, Mapping):
+            # {name: AdapterSpec} was dumped above only if it was a model; a dict of specs is a section.
+            is_section = True
+        else:
+            is_section = key == "tools" and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+        if key in _OBJECTS and not is_section:
+            objects[key] = value
+        else:
+            sections[key] = value
+    return objects.get("llm"), objects.get("router"), objects.get("tools"), objects.get("adapters"), sections
 
 
 def _ms(since: float) -> float:

@@ -17,30 +17,45 @@ from agentkit import __version__
 if TYPE_CHECKING:
     from agentkit.agent import Agent
     from agentkit.config import Config
+    from agentkit.display import LiveAnswer
     from agentkit.types import Answer
 
 
 class Context:
     """Options shared by every command; the config is loaded once, when first needed."""
 
-    def __init__(self, config_path: str | None, model: str | None, data_dir: str | None) -> None:
+    def __init__(self, config_path: str | None, model: str | None, data_dir: str | None, *, verbosity: int = 0) -> None:
         self.config_path = config_path
         self.model = model
         self.data_dir = data_dir
+        #: -q gives -1, each -v one more: the level of agentkit's logging on stderr.
+        self.verbosity = verbosity
+        #: `--threads` on ask, chat or serve: llm.n_threads for this run.
+        self.threads: int | None = None
         self._config: Config | None = None
 
     @property
     def config(self) -> Config:
         if self._config is None:
             from agentkit.config import load_config
+            from agentkit.models_cli import apply_default, resolve_model
 
             cfg = load_config(self.config_path)
+            if self.data_dir:
+                cfg.data_dir = Path(self.data_dir).expanduser()
             if self.model:
                 if cfg.llm_backend != "llama_cpp":
                     raise click.UsageError(f"--model applies to the llama_cpp backend; {cfg.origin} uses {cfg.llm_backend!r}")
-                cfg.llm["model_path"] = str(Path(self.model).expanduser().absolute())
-            if self.data_dir:
-                cfg.data_dir = Path(self.data_dir).expanduser()
+                # A path, or a name listed by `agentkit models` (a file in the models folder, "bundled").
+                cfg.llm["model_path"] = str(resolve_model(self.model, cfg.data_dir))
+            else:
+                warning = apply_default(cfg)  # `agentkit models default NAME`, when the config names no model
+                if warning:
+                    click.secho(f"warning: {warning}", fg="yellow", err=True)
+            if self.threads:
+                if cfg.llm_backend != "llama_cpp":
+                    raise click.UsageError(f"--threads applies to the llama_cpp backend; {cfg.origin} uses {cfg.llm_backend!r}")
+                cfg.llm["n_threads"] = self.threads
             self._config = cfg
         return self._config
 
@@ -58,6 +73,31 @@ def _close(*sources: Any) -> None:
             closer()
 
 
+def _set_model(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(Context).model = value
+
+
+#: `-m/--model` on a command (ask, chat, serve, eval), as after `agentkit` itself: the same setting.
+model_option = click.option(
+    "-m", "--model", metavar="NAME|PATH", expose_value=False, callback=_set_model,
+    help="A GGUF model file, or a name from `agentkit models`, instead of the default.",
+)
+
+
+def _set_threads(ctx: click.Context, param: click.Parameter, value: int | None) -> None:
+    if value is not None:
+        ctx.ensure_object(Context).threads = value
+
+
+#: `--threads N` on ask, chat and serve: llm.n_threads for this run (default: the physical cores).
+threads_option = click.option(
+    "--threads", type=click.IntRange(min=1), metavar="N", expose_value=False, callback=_set_threads,
+    help="CPU threads for the llama.cpp model (default: llm.n_threads, else the physical cores; "
+    "on a busy machine fewer can be faster).",
+)
+
+
 def _fail(exc: BaseException) -> None:
     click.secho(f"error: {exc}", fg="red", err=True)
     sys.exit(2)
@@ -71,6 +111,8 @@ LAZY_COMMANDS = {
     "plugins": ("agentkit.plugin_cli:plugins_command", "List installed plugins and what they registered."),
     "plugin": ("agentkit.plugin_cli:plugin_group", "Write a new plugin skeleton."),
     "sessions": ("agentkit.sessions:sessions_group", "List and export saved chat sessions."),
+    "models": ("agentkit.models_cli:models_group", "List the models (GGUF headers read) and set the default."),
+    "logs": ("agentkit.logs:logs_group", "Answers given by ask, chat and serve, newest first."),
     "tune": ("agentkit.tune.cli:tune_group", "Adapt the model: data from your knowledge base, a LoRA adapter, GGUF."),
 }
 
@@ -130,14 +172,56 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="agentkit")
 @click.option("--config", "config_path", metavar="FILE", help="YAML config (default: ./agentkit.yaml, $AGENTKIT_CONFIG, or the built-in embedded default).")
-@click.option("--model", metavar="PATH", help="A GGUF model file to use instead of the configured one.")
+@click.option("-m", "--model", metavar="NAME|PATH", help="A GGUF model file, or a name from `agentkit models`, instead of the default (also after the command).")
 @click.option("--data-dir", metavar="DIR", help="Where embedded stores keep their data (overrides data_dir).")
+@click.option("-v", "--verbose", "verbose", count=True, help="Log what agentkit does on stderr (-vv: debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr: no warnings' log lines, no progress bars.")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, model: str | None, data_dir: str | None) -> None:
-    """agentkit: a local model for language, your sources for facts, answers with citations."""
+def cli(ctx: click.Context, config_path: str | None, model: str | None, data_dir: str | None, verbose: int, quiet: bool) -> None:
+    """agentkit: a local model for language, your sources for facts, answers with citations.
+
+    Shell completion: eval "$(_AGENTKIT_COMPLETE=bash_source agentkit)" (zsh_source, fish_source).
+    """
     if os.environ.get("NO_COLOR"):
         ctx.color = False  # https://no-color.org: any non-empty value turns styling off
-    ctx.obj = Context(config_path, model, data_dir)
+    if verbose and quiet:
+        raise click.UsageError("-v and -q contradict each other; give one of them")
+    ctx.obj = Context(config_path, model, data_dir, verbosity=-1 if quiet else verbose)
+    _setup_logging(ctx.obj.verbosity)
+    if quiet:
+        # Through click's defaults, so an explicit --progress still wins.
+        ctx.default_map = {"ingest": {"progress": False}, "ask": {"progress": False},
+                           "eval": {name: {"progress": False} for name in ("retrieval", "qa", "perplexity")}}
+
+
+def _setup_logging(verbosity: int) -> None:
+    """agentkit's loggers on stderr: warnings by default, errors with -q, info with -v, debug with -vv."""
+    import logging
+
+    class Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+        """Writes to sys.stderr as it is at each record (a test runner swaps it)."""
+
+        @property  # type: ignore[override]
+        def stream(self) -> Any:
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, value: Any) -> None:
+            pass
+
+    # NOTSET by default: Python's own last-resort handler prints warnings, and tests' log capture works.
+    level = {-1: logging.ERROR, 0: logging.NOTSET, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    root = logging.getLogger("agentkit")
+    root.setLevel(level)
+    ours = [h for h in root.handlers if getattr(h, "_agentkit_cli", False)]
+    if verbosity > 0 and not ours:
+        handler = Stderr()
+        handler.setFormatter(logging.Formatter("agentkit: %(levelname)s %(name)s: %(message)s"))
+        handler._agentkit_cli = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    elif verbosity <= 0:
+        for h in ours:
+            root.removeHandler(h)
 
 
 @cli.command()
@@ -146,10 +230,15 @@ def cli(ctx: click.Context, config_path: str | None, model: str | None, data_dir
 @click.option("--route", "routes", multiple=True, metavar="NAME", help="Force the route: a source name or 'parametric' (repeatable).")
 @click.option("--stream/--no-stream", default=None, help="Print tokens as they come (default: when stdout is a terminal).")
 @click.option("-v", "--verbose", is_flag=True, help="Also print the model's own answer when agentkit showed a source sentence or a refusal instead.")
+@click.option("--progress/--no-progress", default=None, help="Say on stderr what agentkit is doing before the answer (default: when stderr is a terminal).")
+@model_option
+@threads_option
 @click.pass_obj
-def ask(obj: Context, question: tuple[str, ...], as_json: bool, routes: tuple[str, ...], stream: bool | None, verbose: bool) -> None:
+def ask(obj: Context, question: tuple[str, ...], as_json: bool, routes: tuple[str, ...], stream: bool | None, verbose: bool,
+        progress: bool | None) -> None:
     """Answer one QUESTION and exit."""
-    from agentkit.types import AnswerEvent, StepEvent, TokenEvent
+    from agentkit.display import LiveAnswer
+    from agentkit.types import AnswerEvent
 
     from agentkit.server.remote import forwarded_answer
 
@@ -157,53 +246,52 @@ def ask(obj: Context, question: tuple[str, ...], as_json: bool, routes: tuple[st
     # Beside a running `agentkit serve` (which holds the store), the server answers.
     answer = None if obj.model else forwarded_answer(obj.config.data_dir, text, list(routes) or None)
     if answer is not None:
+        record_answer(obj.config, answer, "ask")
         if as_json:
             click.echo(answer.to_json())
         else:
             show_answer(answer, hint="" if verbose else "--verbose shows it", verbose=verbose)
         return
     agent = obj.agent()
-    live = (sys.stdout.isatty() if stream is None else stream) and not as_json
-    streamed: list[str] = []
+    # Tokens on stdout as they come (a terminal, or --stream); what agentkit is doing meanwhile
+    # on stderr, so that stdout stays the answer.
+    live = LiveAnswer(tokens=(sys.stdout.isatty() if stream is None else stream) and not as_json,
+                      progress=sys.stderr.isatty() if progress is None else progress, err=True)
     with agent:
         for event in agent.stream(text, route=list(routes) or None):
-            if isinstance(event, TokenEvent) and live:
-                click.echo(event.text, nl=False)
-                streamed.append(event.text)
-            elif isinstance(event, StepEvent) and streamed:
-                click.echo()  # a search or another try follows: what streamed so far is not the answer
-                streamed.clear()
-            elif isinstance(event, AnswerEvent):
+            live.show(event)
+            if isinstance(event, AnswerEvent):
                 answer = event.answer
     assert answer is not None
+    record_answer(obj.config, answer, "ask")
     if as_json:
         click.echo(answer.to_json())
         return
-    show_answer(answer, "".join(streamed), hint="" if verbose else "--verbose shows it", verbose=verbose)
+    show_answer(answer, live, hint="" if verbose else "--verbose shows it", verbose=verbose)
 
 
-def show_answer(answer: Answer, streamed: str = "", *, hint: str = "", verbose: bool = False) -> None:
-    """The answer under what streamed, then its sources. `streamed` is the model's raw reply as it
-    was printed (the quote reader's `Quote: …` / `Answer: …`); the final text is printed again only
-    when agentkit changed it, so an answer that streamed as it stands is not shown twice."""
-    from agentkit.display import kind_note, same_answer
+def record_answer(config: Config, answer: Answer, via: str) -> None:
+    """The answer into `agentkit logs` (agentkit/logs.py), unless logging is off."""
+    from agentkit.logs import record
+
+    record(config, answer, via)
+
+
+def show_answer(answer: Answer, live: LiveAnswer | None = None, *, hint: str = "", verbose: bool = False) -> None:
+    """The answer, once, then its sources (with the quotes) and warnings. `live` is what streamed
+    it (agentkit.display.LiveAnswer): the text is printed only when it did not stream as it stands
+    (the quote reader's answer, or one agentkit withheld or replaced)."""
+    from agentkit.display import kind_note
 
     note = kind_note(answer)
     if note and answer.withheld and hint:
         note += f" ({hint})"
-    if streamed:
-        if not streamed.endswith("\n"):
-            click.echo()
-        if answer.kind not in ("model", "memory") or not same_answer(streamed, answer.text):
-            if note:
-                click.secho(f"[{note}]", dim=True)
-            click.secho(f"Answer: {answer.text}", bold=True)
-        elif note:
-            click.secho(f"[{note}]", dim=True)
-    else:
+    if note:
+        click.secho(f"[{note}]", dim=True)
+    if live is None or not live.finish(answer):
+        if live is not None and live.label:
+            click.secho(live.label, bold=True, nl=False)
         click.echo(answer.text)
-        if note:
-            click.secho(f"[{note}]", dim=True)
     if verbose and answer.withheld:
         click.secho(f"the model's own answer, not shown: {answer.withheld}", dim=True)
     show_footer(answer)
@@ -235,6 +323,8 @@ def show_footer(answer: Answer, *, err: bool = False) -> None:
 @click.option("--route", "routes", multiple=True, metavar="NAME", help="Force the route for every question.")
 @click.option("--history-file", type=click.Path(dir_okay=False), default=None, help="Line-editing history (default: DATA_DIR/chat_history).")
 @click.option("--session", "session", metavar="NAME", default=None, help="Save the conversation as NAME (in DATA_DIR/sessions.sqlite) and resume it if it exists.")
+@threads_option
+@model_option
 @click.pass_obj
 def chat(obj: Context, routes: tuple[str, ...], history_file: str | None, session: str | None) -> None:
     """An interactive session: streamed answers with their sources. /help lists the commands."""
@@ -281,7 +371,7 @@ def ingest(obj: Context, paths: tuple[Path, ...], source_name: str | None, chunk
     report = forwarded_ingest(cfg.data_dir, name, paths, chunk_tokens=chunk_tokens, overlap=overlap,
                               max_file_mb=max_file_mb, id_prefix=id_prefix, prune=prune)
     if report is None:
-        source = build_source(name, cfg.sources[name], cfg.data_dir)
+        source = build_source(name, cfg.sources[name], cfg.data_dir, config_dir=cfg.base_dir)
         if not is_writable(source):
             raise click.UsageError(f"source {name!r} is read-only; choose a writable one with --source")
         try:
@@ -311,8 +401,9 @@ def ingest(obj: Context, paths: tuple[Path, ...], source_name: str | None, chunk
 @cli.command()
 @click.argument("doc_ids", nargs=-1, required=True)
 @click.option("--source", "source_name", metavar="NAME", help="The source to delete from (default: ingest.source, else the first).")
+@click.option("--json", "as_json", is_flag=True, help='Print {"source": NAME, "removed": {DOC_ID: chunks}}.')
 @click.pass_obj
-def delete(obj: Context, doc_ids: tuple[str, ...], source_name: str | None) -> None:
+def delete(obj: Context, doc_ids: tuple[str, ...], source_name: str | None, as_json: bool) -> None:
     """Remove documents (every chunk) by document id, e.g. guide/install.md or a BEIR _id."""
     from agentkit.ingest.lock import ingest_lock
     from agentkit.ingest.pipeline import delete_documents
@@ -323,7 +414,7 @@ def delete(obj: Context, doc_ids: tuple[str, ...], source_name: str | None) -> N
     name = source_name or cfg.ingest.source or next(iter(cfg.sources), "")
     if name not in cfg.sources:
         raise click.UsageError(f"no source named {name!r}; configured: {', '.join(cfg.sources) or 'none'}")
-    source = build_source(name, cfg.sources[name], cfg.data_dir)
+    source = build_source(name, cfg.sources[name], cfg.data_dir, config_dir=cfg.base_dir)
     try:
         if not is_writable(source):
             raise click.UsageError(f"source {name!r} is read-only")
@@ -332,47 +423,94 @@ def delete(obj: Context, doc_ids: tuple[str, ...], source_name: str | None) -> N
             removed = delete_documents(source, list(dict.fromkeys(doc_ids)))
     finally:
         _close(source)
-    for doc_id, n in removed.items():
-        click.echo(f"{doc_id}: removed {n} chunk(s)" if n else f"{doc_id}: not in {name!r}")
+    if as_json:
+        import json
+
+        click.echo(json.dumps({"source": name, "removed": removed}, indent=2, ensure_ascii=False))
+    else:
+        for doc_id, n in removed.items():
+            click.echo(f"{doc_id}: removed {n} chunk(s)" if n else f"{doc_id}: not in {name!r}")
     if not any(removed.values()):
         sys.exit(1)
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object: the config, the model, each source with its type, state and settings.")
 @click.pass_obj
-def sources(obj: Context) -> None:
+def sources(obj: Context, as_json: bool) -> None:
     """List the configured knowledge sources with their document counts."""
+    import json
+
     from agentkit.plugins import build_source
 
     cfg = obj.config
-    click.echo(f"config: {cfg.origin}")
-    width = max([len("model"), *(len(str(s["type"])) for s in cfg.sources.values())])
-    click.echo(f"  {'parametric':<14} {'model':<{width}} {_model_label(cfg)}")
+    rows = []
     for name, spec in cfg.sources.items():
-        source = build_source(name, spec, cfg.data_dir)
+        source = build_source(name, spec, cfg.data_dir, config_dir=cfg.base_dir)
+        row: dict[str, Any] = {"name": name, "type": spec["type"], "where": _where(spec),
+                               "description": " ".join(spec.get("description", "").split())}
         try:
             if hasattr(source, "count"):
-                count = f"{source.count():,} passages"
+                row["passages"] = source.count()
+                row["state"] = f"{row['passages']:,} passages"
             elif hasattr(source, "health"):  # read-only, but a server behind it may be down
-                count = f"read-only, {source.health()}"
+                row["state"] = f"read-only, {source.health()}"
             else:
-                count = "read-only"
+                row["state"] = "read-only"
         except Exception as exc:  # noqa: BLE001 - report an unreachable source, keep listing
-            count = f"unavailable: {exc}"
+            row["state"] = f"unavailable: {exc}"
         finally:
             _close(source)
-        click.echo(f"  {name:<14} {spec['type']:<{width}} {count} — {spec.get('description', '').strip()}")
+        rows.append(row)
+    if as_json:
+        model = {"backend": cfg.llm_backend, "model": _model_label(cfg), **_model_endpoint(cfg)}
+        click.echo(json.dumps({"config": _origin_label(cfg), "model": model, "sources": rows}, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"config: {_origin_label(cfg)}")
+    width = max([len("model"), *(len(str(s["type"])) for s in cfg.sources.values())])
+    click.echo(f"  {'parametric':<14} {'model':<{width}} {_model_label(cfg)}")
+    for row in rows:
+        where = f" at {row['where']}" if row["where"] else ""
+        click.echo(f"  {row['name']:<14} {row['type']:<{width}} {row['state']}{where} — {row['description']}")
+
+
+def _where(spec: dict[str, Any]) -> str:
+    """The server a source reads from (Elasticsearch nodes, a DICT server, an API), if any."""
+    for key in ("url", "base_url", "server", "hosts"):
+        value = spec.get(key)
+        if value:
+            return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+    return ""
+
+
+def _origin_label(cfg: Config) -> str:
+    """Where the config came from; the packaged default is named as the README names it."""
+    from agentkit.config import DEFAULTS_FILE
+
+    if Path(cfg.origin).resolve() == DEFAULTS_FILE.resolve():
+        return "built-in default (configs/default.yaml, packaged as agentkit/defaults.yaml)"
+    return cfg.origin
 
 
 def _model_label(cfg: Config) -> str:
     if cfg.llm_backend == "llama_cpp":
         return cfg.llm.get("model_path") or "bundled SmolLM2-135M-Instruct (Q4_1)"
-    return cfg.llm_backend
+    if cfg.llm_backend == "openai_compat":
+        endpoint = _model_endpoint(cfg)
+        return f"openai_compat {endpoint['model'] or '(the first model the server lists)'} at {endpoint['base_url']}"
+    return f"{cfg.llm_backend} {cfg.llm.get('model_path') or ''}".rstrip()
+
+
+def _model_endpoint(cfg: Config) -> dict[str, Any]:
+    if cfg.llm_backend != "openai_compat":
+        return {}
+    return {"base_url": cfg.llm.get("base_url", ""), "model": cfg.llm.get("model") or ""}
 
 
 @cli.command("config")
+@click.option("--json", "as_json", is_flag=True, help='Print {"origin": FILE, "config": {...}} as JSON instead of YAML.')
 @click.pass_obj
-def show_config(obj: Context) -> None:
+def show_config(obj: Context, as_json: bool) -> None:
     """Print the effective configuration (after defaults and ${ENV} interpolation)."""
     import yaml
 
@@ -380,11 +518,17 @@ def show_config(obj: Context) -> None:
 
     cfg = obj.config
     data = redacted(cfg)  # api_key, password, token...: shown as set (and from which variable), never printed
-    click.echo(f"# from {cfg.origin}")
+    if as_json:
+        import json
+
+        click.echo(json.dumps({"origin": _origin_label(cfg), "config": data}, indent=2, ensure_ascii=False, default=str))
+        return
+    click.echo(f"# from {_origin_label(cfg)}")
     click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip())
 
 
 @cli.group("eval")
+@model_option
 def eval_group() -> None:
     """Measure retrieval, routing and answer quality on labelled data."""
 
@@ -412,7 +556,7 @@ def eval_retrieval(obj: Context, corpus: Path, queries: Path, qrels: Path, sourc
     if source_name:
         if source_name not in cfg.sources:
             raise click.UsageError(f"no source named {source_name!r}; configured: {', '.join(cfg.sources) or 'none'}")
-        source = build_source(source_name, cfg.sources[source_name], cfg.data_dir)
+        source = build_source(source_name, cfg.sources[source_name], cfg.data_dir, config_dir=cfg.base_dir)
     else:
         from agentkit.knowledge.embeddings import EmbedderConfig
         from agentkit.knowledge.qdrant import QdrantSource
@@ -449,6 +593,7 @@ def eval_retrieval(obj: Context, corpus: Path, queries: Path, qrels: Path, sourc
 @click.option("--labels", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSON lines with question and route (parametric|retrieve|dictionary).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: accuracy, per_route, retrieval_rate, median_ms, ...")
 @click.option("--errors/--no-errors", default=False, help="List the misrouted questions.")
+@model_option
 @click.pass_obj
 def eval_routing(obj: Context, labels: Path, as_json: bool, errors: bool) -> None:
     """Accuracy, per-route precision and recall, retrieval rate and decision time of the router."""
@@ -460,7 +605,7 @@ def eval_routing(obj: Context, labels: Path, as_json: bool, errors: bool) -> Non
 
     cfg = obj.config
     rows = load_labels(labels)
-    sources = {name: build_source(name, spec, cfg.data_dir) for name, spec in cfg.sources.items()}
+    sources = {name: build_source(name, spec, cfg.data_dir, config_dir=cfg.base_dir) for name, spec in cfg.sources.items()}
     try:
         report = evaluate_routing(build_router(cfg, build_llm(cfg.llm)), sources, rows)
     finally:
@@ -499,6 +644,7 @@ def eval_routing(obj: Context, labels: Path, as_json: bool, errors: bool) -> Non
 @click.option("--lora", type=click.Path(exists=True, path_type=Path), default=None, help="Also answer with this adapter (GGUF for llama_cpp, PEFT folder for transformers) and report both.")
 @click.option("--lora-scale", type=float, default=1.0, show_default=True)
 @click.option("--progress/--no-progress", default=True)
+@model_option
 @click.pass_obj
 def eval_qa(obj: Context, questions: Path, corpus: Path | None, source_name: str | None, mode: str, limit: int | None,
             sample: int | None, seed: int, chunk_tokens: int, as_json: bool, out: Path | None, lora: Path | None,
@@ -613,7 +759,7 @@ def eval_qa(obj: Context, questions: Path, corpus: Path | None, source_name: str
 
 @eval_group.command("perplexity")
 @click.option("--corpus", required=True, type=click.Path(exists=True, path_type=Path), help="Held-out text: a .txt/.md/.html file, a folder of them, or a BEIR corpus.jsonl (title + text).")
-@click.option("--model", "model_path", metavar="PATH", help="GGUF model (default: llm.model_path of the config, else the bundled SmolLM2-135M-Instruct).")
+@click.option("-m", "--model", "model_path", metavar="PATH", help="GGUF model (default: llm.model_path of the config, else the bundled SmolLM2-135M-Instruct).")
 @click.option("--lora", "loras", multiple=True, metavar="ADAPTER.gguf", help="A GGUF LoRA adapter for this model (repeatable): adds a base+adapter row on the same loaded model.")
 @click.option("--lora-scale", "lora_scales", multiple=True, type=float, help="Scale of each --lora, in order; one value applies to all.  [default: 1.0]")
 @click.option("--ctx", type=click.IntRange(min=8), default=512, show_default=True, help="Window in tokens; every scored token sees at least ctx/2 tokens of context.")

@@ -217,6 +217,24 @@ class Config(_Strict):
     def llm_backend(self) -> str:
         return str(self.llm.get("backend", "llama_cpp"))
 
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths in this config are read from: the config file's folder (the
+        data_dir for the packaged default). Plugins' `from_config` get it as `config_dir`."""
+        return self.resolve_path(".")
+
+    def with_overrides(self, sections: dict[str, Any]) -> Config:
+        """A new Config with `sections` (section name -> settings) merged in and validated like
+        the file: `{"agent": {"max_tokens": 48}}` changes that one key. A mapping is merged key by
+        key (a source or `llm` whose `type`/`backend` changes is replaced whole); anything else
+        replaces the value."""
+        raw = self.model_dump()
+        for key, value in sections.items():
+            raw[key] = _merge(raw.get(key), value, key)
+        config = validate_config(raw, self.origin)
+        config._env = dict(self._env)
+        return config
+
     def resolve_path(self, path: str | Path) -> Path:
         """A path from this config: absolute as given, else relative to the config file's folder
         (the data_dir for the packaged default config)."""
@@ -227,6 +245,21 @@ class Config(_Strict):
         if origin.is_file() and origin.resolve() != DEFAULTS_FILE.resolve():
             return origin.parent / resolved
         return self.data_dir / resolved
+
+
+def _merge(base: Any, override: Any, key: str) -> Any:
+    if isinstance(override, BaseModel):
+        override = override.model_dump()
+    if not isinstance(base, dict) or not isinstance(override, dict):
+        return override
+    # A different backend or source type has other settings: the old ones would be unknown keys.
+    for kind in ("backend", "type"):
+        if kind in override and kind in base and override[kind] != base[kind]:
+            return dict(override)
+    merged = dict(base)
+    for k, v in override.items():
+        merged[k] = _merge(base.get(k), v, k)
+    return merged
 
 
 # --- loading --------------------------------------------------------------------------------

@@ -147,3 +147,130 @@ def same_answer(streamed: str, text: str) -> bool:
         return " ".join(_MARK.sub("", s).split()).strip()
 
     return bool(norm(text)) and norm(answer_part(streamed)) == norm(text)
+
+
+# --- an answer on a terminal as the agent works -----------------------------------------------------
+
+
+class LiveAnswer:
+    """One answer on a terminal while the agent works, for `agentkit chat` and `agentkit ask`.
+
+    Before the first token it says what is happening (the route, "searching docs…", "reading 5
+    passages from docs…"); the model's working (a `Reasoning:` part) streams dim, the answer
+    streams as it is written, and the quote reader's `Quote: … Answer: …` reply is not shown:
+    its answer is composed and checked once the reply is complete. `finish()` says whether the
+    answer already stands on screen, so that it is printed once.
+    """
+
+    def __init__(self, *, tokens: bool = True, progress: bool = True, err: bool = False) -> None:
+        from agentkit.server.protocol import ReplySplitter
+
+        #: Print the reply's tokens as they come (else only the progress lines).
+        self.tokens = tokens
+        self.progress = progress
+        #: Progress lines go to stderr (`ask`: stdout stays the answer) or stdout (the REPL).
+        self.err = err
+        self._new_splitter = ReplySplitter
+        self._splitter = ReplySplitter()
+        self._content: list[str] = []
+        self._reasoned = False  # some reasoning was shown: the answer gets a label
+        self._open = False  # the cursor is not at the start of a line (stdout)
+        self._quoting = False
+
+    @property
+    def label(self) -> str:
+        """What goes before the answer: "Answer: " when the model's working or an earlier text
+        stands above it, so that the answer is told apart."""
+        return "Answer: " if self._reasoned or self._content else ""
+
+    def show(self, event: object) -> None:
+        from agentkit.types import PARAMETRIC, RetrievalEvent, RouteEvent, StepEvent, TokenEvent
+
+        if isinstance(event, TokenEvent):
+            for kind, text in self._splitter.feed(event.text):
+                self._piece(kind, text)
+        elif isinstance(event, RouteEvent):
+            d = event.decision
+            self._note(f"↳ {', '.join(d.targets)} ({d.confidence:.2f}): {d.reason}")
+            if d.sources:
+                self._note(f"  searching {', '.join(d.sources)}…")
+            else:
+                self._note("  answering from the model's own knowledge…")
+        elif isinstance(event, RetrievalEvent):
+            n = len(event.passages)
+            if event.source == PARAMETRIC:
+                self._note("  the model drafted an answer from its own knowledge")
+            elif n:
+                self._note(f"  reading {n} passage{'s' if n != 1 else ''} from {event.source}…")
+            else:
+                self._note(f"  nothing found in {event.source}")
+        elif isinstance(event, StepEvent):
+            # Another search, a tool call or a second try follows: the next reply starts afresh.
+            self._flush()
+            self._splitter = self._new_splitter()
+            self._content.clear()
+            self._step(event)
+
+    def finish(self, answer: Answer) -> bool:
+        """End what streamed; True when the answer streamed as it stands (it is not printed again)."""
+        self._flush()
+        self._end_line()
+        return bool(self._content) and same_answer("".join(self._content), answer.text)
+
+    # --- printing -----------------------------------------------------------------------------
+
+    def _piece(self, kind: str, text: str) -> None:
+        import click
+
+        if kind == "reasoning_content" and self._splitter.mode == "quoted":
+            if not self._quoting:
+                self._quoting = True
+                self._note("  quoting a source sentence…")
+            return
+        if not self.tokens:
+            return
+        if kind == "content":
+            if not self._content and self._reasoned:
+                self._end_line()
+                click.secho("Answer: ", bold=True, nl=False)
+            self._content.append(text)
+            click.echo(text, nl=False)
+        else:
+            self._reasoned = True
+            click.secho(text, dim=True, nl=False)
+        self._open = not text.endswith("\n")
+
+    def _flush(self) -> None:
+        for kind, text in self._splitter.finish():
+            self._piece(kind, text)
+
+    def _end_line(self) -> None:
+        import click
+
+        if self._open:
+            click.echo()
+            self._open = False
+
+    def _note(self, line: str) -> None:
+        import click
+
+        if not self.progress:
+            return
+        if not self.err:
+            self._end_line()
+        click.secho(line, dim=True, err=self.err)
+
+    def _step(self, event: object) -> None:
+        import click
+
+        from agentkit.types import StepEvent
+
+        assert isinstance(event, StepEvent)
+        st = event.step
+        self._end_line()
+        if st.action == "retry":
+            click.secho(f"↻ no source supports that answer; searching again for {st.query!r}", fg="yellow", err=self.err)
+        elif st.action == "search":
+            self._note(f"↳ searching {st.source} for {st.query!r}")
+        elif st.action == "call":
+            self._note(f"⚙ {st.tool}({st.arguments}) → {st.observation[:120]}")

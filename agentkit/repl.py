@@ -15,17 +15,9 @@ from typing import TYPE_CHECKING
 import click
 
 from agentkit.agent import Agent
+from agentkit.display import LiveAnswer
 from agentkit.errors import AgentkitError
-from agentkit.types import (
-    PARAMETRIC,
-    Answer,
-    AnswerEvent,
-    Message,
-    RouteEvent,
-    StepEvent,
-    TokenEvent,
-    WarningEvent,
-)
+from agentkit.types import PARAMETRIC, Answer, AnswerEvent, Message, TokenEvent
 
 if TYPE_CHECKING:
     from agentkit.sessions import AnswerWriter, SessionStore
@@ -153,31 +145,22 @@ class Repl:
             self.store.append(self.session, "user", question)
             writer = self.store.answer_writer(self.session)
         stream = self.agent.stream(question, history=self.history[-2 * HISTORY_TURNS :], route=self.forced)
-        streamed: list[str] = []  # the reply printed since the last step
+        # Progress before the first token, the answer as it is written (display.LiveAnswer).
+        live = LiveAnswer()
         done = False
         cut_off = "the answer ended early: agentkit stopped before it was complete"
         try:
             for event in stream:
-                if isinstance(event, RouteEvent):
-                    d = event.decision
-                    click.secho(f"↳ {', '.join(d.targets)} ({d.confidence:.2f}): {d.reason}", dim=True)
-                elif isinstance(event, TokenEvent):
-                    click.echo(event.text, nl=False)
-                    streamed.append(event.text)
-                    if writer is not None:
-                        writer.add(event.text)
-                elif isinstance(event, StepEvent):
-                    self._show_step(event, bool(streamed))
-                    streamed.clear()
-                elif isinstance(event, WarningEvent):
-                    pass  # shown once, under the answer
+                live.show(event)  # a warning is shown once, under the answer
+                if isinstance(event, TokenEvent) and writer is not None:
+                    writer.add(event.text)
                 elif isinstance(event, AnswerEvent):
                     if writer is not None:
                         from agentkit.sessions import answer_record
 
                         writer.finish(event.answer.text, answer_record(event.answer))
                     done = True
-                    self._finish(event.answer, "".join(streamed))
+                    self._finish(event.answer, live)
         except KeyboardInterrupt:
             click.echo()
             click.secho("[stopped — ask again, or /help]", fg="yellow")
@@ -191,26 +174,16 @@ class Repl:
             if writer is not None and not done:
                 writer.abort(cut_off)  # keep what streamed, marked incomplete
 
-    def _finish(self, answer: Answer, streamed: str) -> None:
+    def _finish(self, answer: Answer, live: LiveAnswer) -> None:
         from agentkit.cli import show_answer
 
-        # What streamed is the model's raw reply; the answer is printed again only if agentkit changed it.
-        show_answer(answer, streamed, hint="/why shows it")
+        # Printed once: only when it did not stream as it stands.
+        show_answer(answer, live, hint="/why shows it")
         self.last = answer
         self.history += [Message("user", answer.question), Message("assistant", answer.text)]
+        from agentkit.logs import record
 
-    @staticmethod
-    def _show_step(event: StepEvent, printed: bool) -> None:
-        """A search the model asked for, a tool call, or a re-retrieval, on a line of its own."""
-        st = event.step
-        if printed:
-            click.echo()
-        if st.action == "retry":
-            click.secho(f"↻ no source supports that answer; searching again for {st.query!r}", fg="yellow")
-        elif st.action == "search":
-            click.secho(f"↳ searching {st.source} for {st.query!r}", dim=True)
-        elif st.action == "call":
-            click.secho(f"⚙ {st.tool}({st.arguments}) → {st.observation[:120]}", dim=True)
+        record(self.agent.config, answer, "chat", session=self.session)  # into `agentkit logs`
 
     # --- slash commands --------------------------------------------------------------------
 

@@ -61,6 +61,14 @@ def schema_instance(schema: dict[str, Any]) -> Any:
     return {"string": "", "integer": 0, "number": 0.0, "boolean": False, "array": [], "null": None}[kind]
 
 
+class _Cut(str):
+    """A reply cut at max_tokens: its finish_reason is "length", as a real backend reports."""
+
+
+def _finish(text: str) -> str:
+    return "length" if isinstance(text, _Cut) else "stop"
+
+
 class FakeLLMConfig(BaseModel):
     """`llm: {backend: fake}`: replies from a list, or cites the first evidence passage."""
 
@@ -128,14 +136,16 @@ class FakeLLM:
             reply = self._queue.pop(0) if len(self._queue) > 1 else self._queue[0]
         text = reply if isinstance(reply, str) else json.dumps(reply)
         if options.max_tokens:
-            text = "".join(_TOKEN.findall(text)[: options.max_tokens])
+            tokens = _TOKEN.findall(text)
+            if len(tokens) > options.max_tokens:
+                return _Cut("".join(tokens[: options.max_tokens]))
         return text
 
     def chat(self, messages: Sequence[Message], options: GenerationOptions | None = None) -> Completion:
         options = options or GenerationOptions()
         text = self._reply(messages, options)
         usage = Usage(self.count_message_tokens(messages), self.count_tokens(text))
-        return Completion(text=text, usage=usage, finish_reason="stop")
+        return Completion(text=text, usage=usage, finish_reason=_finish(text))
 
     def stream(self, messages: Sequence[Message], options: GenerationOptions | None = None) -> Iterator[Delta]:
         options = options or GenerationOptions()
@@ -143,7 +153,7 @@ class FakeLLM:
         pieces = _TOKEN.findall(text)
         for piece in pieces:
             yield Delta(piece)
-        yield Delta("", finish_reason="stop", usage=Usage(self.count_message_tokens(messages), len(pieces)))
+        yield Delta("", finish_reason=_finish(text), usage=Usage(self.count_message_tokens(messages), len(pieces)))
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())

@@ -180,6 +180,9 @@ class Answer:
     #: (dictionary senses quoted directly), "refusal" (nothing in the sources answers) or
     #: "memory" (no source was consulted or found: the model's own knowledge).
     kind: str = "model"
+    #: Why the model's last reply ended: "stop" (it finished) or "length" (cut at max_tokens;
+    #: a warning says how to raise the limit).
+    finish_reason: str = "stop"
 
     @property
     def cited_ids(self) -> list[str]:
@@ -204,6 +207,7 @@ class Answer:
             "withheld": self.withheld,
             "adapters": self.adapters,
             "kind": self.kind,
+            "finish_reason": self.finish_reason,
         }
 
     def to_json(self, indent: int | None = 2) -> str:

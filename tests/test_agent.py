@@ -331,3 +331,154 @@ def test_source_timeout_reaches_the_server_clients() -> None:
     Agent(FakeLLM(), [es, qd], settings=AgentSettings(source_timeout=4))
     assert (es.request_timeout, es.max_retries) == (4, 0)
     assert qd.timeout == 4
+
+
+# --- the Python API as documented: overrides by section, filters, astream, timings ------------
+
+
+def write_config(tmp_path) -> object:
+    f = tmp_path / "c.yaml"
+    f.write_text(f"data_dir: {tmp_path}\nllm: {{backend: fake}}\nsources:\n  notes: {{type: memory}}\nagent: {{top_k: 2}}\n")
+    return f
+
+
+def test_from_config_overrides_merge_into_their_section(tmp_path) -> None:
+    agent = Agent.from_config(write_config(tmp_path), agent={"max_tokens": 48},
+                              sources={"extra": {"type": "memory", "description": "more"}})
+    assert (agent.settings.max_tokens, agent.settings.top_k) == (48, 2)  # merged, not replaced
+    assert list(agent.sources) == ["notes", "extra"] and agent.sources["extra"].description == "more"
+    assert agent.config.agent.max_tokens == 48
+
+
+def test_from_config_none_with_overrides(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AGENTKIT_CONFIG", raising=False)
+    # The packaged default (llama_cpp, a qdrant source); a new backend replaces the whole llm section.
+    agent = Agent.from_config(None, agent={"max_tokens": 48}, llm={"backend": "fake"},
+                              data_dir=str(tmp_path), router={"policy": "simple"})
+    assert agent.settings.max_tokens == 48 and isinstance(agent.llm, FakeLLM)
+    assert agent.ask("What is agentkit?", route=["docs"]).route.targets == ["docs"]
+
+
+def test_from_config_override_errors_name_the_key(tmp_path) -> None:
+    from agentkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"agent\.max_tokens"):
+        Agent.from_config(write_config(tmp_path), agent={"max_tokens": 0})
+    with pytest.raises(ConfigError, match=r"unknown key 'max_token'.*max_tokens"):
+        Agent.from_config(write_config(tmp_path), agent={"max_token": 48})
+    with pytest.raises(TypeError, match=r"'agnet'.*agent"):
+        Agent.from_config(write_config(tmp_path), agnet={"max_tokens": 48})
+
+
+def test_from_config_still_takes_ready_objects(tmp_path) -> None:
+    from agentkit import AgentSettings as Exported
+
+    llm = FakeLLM()
+    agent = Agent.from_config(write_config(tmp_path), llm=llm, agent=Exported(max_tokens=64, top_k=3))
+    assert agent.llm is llm and (agent.settings.max_tokens, agent.settings.top_k) == (64, 3)
+
+
+def lang_corpus() -> MemorySource:
+    src = MemorySource("docs", "agentkit documentation")
+    src.add([
+        Passage("en#0", "Install agentkit with pip.", "Install", metadata={"lang": "en"}),
+        Passage("fr#0", "Installez agentkit avec pip install agentkit.", "Installer", metadata={"lang": "fr"}),
+    ])
+    return src
+
+
+def test_filters_reach_the_source_search_in_ask_stream_aask_and_astream() -> None:
+    agent = Agent(FakeLLM(), [lang_corpus()])
+    q = "How do I install agentkit with pip?"
+    assert [p.id for p in agent.ask(q, route=["docs"], filters={"lang": "en"}).passages] == ["en#0"]
+    retrieved = [e for e in agent.stream(q, route=["docs"], filters={"lang": "fr"}) if isinstance(e, RetrievalEvent)]
+    assert [p.id for p in retrieved[0].passages] == ["fr#0"]
+    assert [p.id for p in asyncio.run(agent.aask(q, route=["docs"], filters={"lang": ["fr"]})).passages] == ["fr#0"]
+
+    async def collect() -> list:
+        return [e async for e in agent.astream(q, route=["docs"], filters={"lang": "en"})]
+
+    events = asyncio.run(collect())
+    assert [p.id for p in events[-1].answer.passages] == ["en#0"]
+
+
+def test_astream_yields_the_same_events_and_stops_generation_when_left() -> None:
+    finished: list[bool] = []
+
+    class Watched(FakeLLM):
+        def stream(self, messages, options=None):
+            done = False
+            try:
+                yield from super().stream(messages, options)
+                done = True
+            finally:
+                finished.append(done)
+
+    agent = Agent(Watched("Reasoning: a long one. " * 20 + "\nAnswer: Use pip [1]."), [corpus()],
+                  settings=AgentSettings(reader="cot"))
+
+    async def first_tokens() -> list:
+        out = []
+        async for event in agent.astream("How do I install agentkit?"):
+            out.append(event)
+            if isinstance(event, TokenEvent) and len(out) > 5:
+                break
+        return out
+
+    async def everything() -> list:
+        return [type(e) for e in [e async for e in agent.astream("How do I install agentkit?")]]
+
+    asyncio.run(first_tokens())
+    assert finished == [False]  # the model's stream was closed mid-answer
+    kinds = asyncio.run(everything())
+    assert kinds == [type(e) for e in agent.stream("How do I install agentkit?")]
+    with pytest.raises(InputError):
+        asyncio.run(_astream_empty(agent))
+
+
+async def _astream_empty(agent: Agent) -> None:
+    async for _ in agent.astream("  "):
+        pass
+
+
+def test_tool_decisions_have_their_own_timing() -> None:
+    import time
+
+    from agentkit.tools import tool
+
+    @tool
+    def slow(text: str) -> str:
+        """Echo a text, slowly.
+
+        Args:
+            text: what to echo
+        """
+        time.sleep(0.3)
+        return text
+
+    llm = FakeLLM([{"action": "call", "tool": "slow", "arguments": {"text": "hi"}}, {"action": "answer"},
+                   "Answer: hi [1]."])
+    answer = Agent(llm, [corpus()], tools=[slow], settings=AgentSettings(max_steps=3)).ask(
+        "How do I install agentkit?", route=["docs"])
+    assert answer.timings["act_ms"] >= 300
+    assert answer.timings["retrieve_ms"] < 300  # the search alone
+
+
+def test_memory_source_accepts_documents_and_names_what_it_takes() -> None:
+    from agentkit import Document
+
+    src = MemorySource("notes")
+    src.add([Document("guide.md", "Tides follow the moon. " * 100, "Guide", {"lang": "en"})])
+    assert src.count() > 1  # chunked
+    hit = src.search("tides moon", k=1)[0]
+    assert hit.doc_id == "guide.md" and hit.id.startswith("guide.md#") and hit.metadata["lang"] == "en"
+    with pytest.raises(TypeError, match=r"item 0 is a builtins\.dict.*agentkit\.Document.*agentkit\.Passage"):
+        src.add([{"id": "x", "text": "y"}])
+
+
+def test_an_unknown_filter_key_is_an_error_naming_the_filterable_fields() -> None:
+    src = lang_corpus()
+    with pytest.raises(InputError, match=r"no metadata field 'language'.*filterable fields: lang"):
+        src.search("install", filters={"language": "en"})
+    assert src.search("install", filters={"lang": "de"}) == []  # a known key with no match is no error

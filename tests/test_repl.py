@@ -135,7 +135,8 @@ def test_an_answer_that_did_not_hold_up_is_shown_as_the_source_sentence(capsys: 
     Repl(agent, read_line=script(["how to install?", "/why"])).run()  # type: ignore[arg-type]
     out = lines_of(capsys)
     note = next(i for i, line in enumerate(out) if "did not hold up" in line)
-    assert out[note + 1] == "Answer: The sources say: “Install it with pip.” [1]"
+    assert out[note + 1] == "The sources say: “Install it with pip.” [1]"
+    assert not any("bananas" in line for line in out[: note + 1])  # the unchecked answer never showed
     assert "  [1] Guide — doc://guide (docs)" in out and "      “Install it with pip.” (support 1.00)" in out
     assert "the model's own answer, not shown: bananas" in out  # from /why
     assert "answer: extractive" in out
@@ -145,7 +146,7 @@ def test_a_refusal_is_printed_with_the_reasons(capsys: pytest.CaptureFixture[str
     answer = Answer("who won?", REFUSAL, kind="refusal", warnings=["no source sentence matches the question"])
     Repl(Scripted("Quote: none", answer), read_line=script(["who won?"])).run()  # type: ignore[arg-type]
     out = lines_of(capsys)
-    assert f"Answer: {REFUSAL}" in out and "why: no source sentence matches the question" in out
+    assert REFUSAL in out and "why: no source sentence matches the question" in out
     assert "Sources:" not in out
 
 
@@ -153,11 +154,13 @@ def test_an_answer_agentkit_changed_is_printed_again_but_not_one_that_only_gaine
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     same = Answer("q", "Install it with pip. [1]", citations=[cite("Install it with pip.")])
-    Repl(Scripted('Quote: [1] "Install it with pip."\nAnswer: Install it with pip.', same), read_line=script(["q"])).run()  # type: ignore[arg-type]
-    assert sum(line.startswith("Answer:") for line in lines_of(capsys)) == 1
+    Repl(Scripted("Reasoning: [1] says so.\nAnswer: Install it with pip.", same), read_line=script(["q"])).run()  # type: ignore[arg-type]
+    out = lines_of(capsys)
+    assert [line for line in out if "Install it with pip." in line and "“" not in line] == ["Answer: Install it with pip."]
     changed = Answer("q", "It needs Python 3.10. [1]", citations=[cite("It needs Python 3.10.")])
     Repl(Scripted("Answer: something else", changed), read_line=script(["q"])).run()  # type: ignore[arg-type]
-    assert "Answer: It needs Python 3.10. [1]" in lines_of(capsys)
+    out = lines_of(capsys)
+    assert out.index("Answer: It needs Python 3.10. [1]") == out.index("something else") + 1
 
 
 def test_sources_list_each_mark_once_label_attributed_ones_and_shorten_long_quotes(
@@ -180,3 +183,43 @@ def test_sources_list_each_mark_once_label_attributed_ones_and_shorten_long_quot
     assert "  [2] Tides — doc://tides (docs) (attributed by agentkit, not cited by the model)" in out
     [shortened] = [line.strip() for line in out if line.strip().startswith("“Tides")]
     assert shortened.endswith("…”") and len(shortened) <= 302 and shortened[1:-2] in long_text
+
+
+# --- progress, one answer, a cut answer (issue 13) -------------------------------------------------
+
+
+def test_progress_comes_before_the_answer_and_the_quote_reader_reply_is_not_echoed(capsys: pytest.CaptureFixture[str]) -> None:
+    repl = Repl(Agent(FakeLLM(), [source()]), read_line=script(["how to install agentkit"]))
+    repl.run()
+    out = lines_of(capsys)
+    assert repl.last is not None and repl.last.kind == "model"
+    progress = ["  searching docs…", "  reading 1 passage from docs…", "  quoting a source sentence…"]
+    at = [out.index(line) for line in progress]
+    assert at == sorted(at) and out[at[0] - 1].startswith("↳ docs (")
+    answer = out.index(repl.last.text)  # printed once, on a line of its own, after the progress
+    assert answer > at[-1] and sum(repl.last.text in line for line in out) == 1
+    assert not any(line.startswith(("Quote:", "Answer:")) for line in out)  # the raw reply stays off screen
+    assert out[answer + 1] == "Sources:" and out[answer + 3].strip().startswith("“Install agentkit with pip.”")
+
+
+def test_a_chain_of_thought_answer_streams_after_its_reasoning_and_is_printed_once(capsys: pytest.CaptureFixture[str]) -> None:
+    from agentkit.config import AgentSettings
+
+    settings = AgentSettings(reader="cot", focus_embedder="none")
+    repl = Repl(Agent(FakeLLM(), [source()], settings=settings), read_line=script(["how to install agentkit"]))
+    repl.run()
+    out = lines_of(capsys)
+    assert "Reasoning: source [1] answers this." not in out and "source [1] answers this." in out
+    assert [line for line in out if "Install agentkit with pip." in line and "“" not in line] == [
+        "Answer: Install agentkit with pip. [1]"]
+
+
+def test_an_answer_cut_at_max_tokens_warns_and_says_how_to_raise_the_limit(capsys: pytest.CaptureFixture[str]) -> None:
+    from agentkit.config import AgentSettings
+
+    settings = AgentSettings(reader="cot", focus_embedder="none", max_tokens=3, refuse_unsupported=False)
+    repl = Repl(Agent(FakeLLM(), [source()], settings=settings), read_line=script(["how to install agentkit"]))
+    repl.run()
+    assert repl.last is not None and repl.last.finish_reason == "length"
+    assert ("warning: the answer was cut off at agent.max_tokens (3 tokens); raise it in the config "
+            "(agent: {max_tokens: 6}) to let it finish") in lines_of(capsys)

@@ -138,8 +138,9 @@ def test_answer_carries_citations_and_route_in_the_extra_field(client: openai.Op
 
 
 def collect(stream: Any) -> tuple[str, str, dict[str, Any], Any]:
-    """(content, reasoning, agentkit field of the final chunk, usage) of a streamed answer."""
-    content, reasoning, extra, usage = [], [], {}, None
+    """(content, reasoning, agentkit field of the very last chunk, usage) of a streamed answer."""
+    content, reasoning, usage = [], [], None
+    chunk = None
     for chunk in stream:
         assert chunk.object == "chat.completion.chunk"
         if chunk.usage is not None:
@@ -147,8 +148,8 @@ def collect(stream: Any) -> tuple[str, str, dict[str, Any], Any]:
         for choice in chunk.choices:
             content.append(choice.delta.content or "")
             reasoning.append((choice.delta.model_extra or {}).get("reasoning_content") or "")
-            if choice.finish_reason is not None:
-                extra = (chunk.model_extra or {}).get("agentkit", {})
+    assert chunk is not None
+    extra = (chunk.model_extra or {}).get("agentkit", {})
     return "".join(content), "".join(reasoning), extra, usage
 
 
@@ -402,6 +403,7 @@ def test_splitter_separates_reasoning_from_answer_however_tokens_fall(size: int)
 def test_splitter_streams_a_reply_without_labels_as_content() -> None:
     assert split(["Tides ", "follow ", "the Moon."]) == ("", "Tides follow the Moon.", True)
     assert split(["Answer:", " yes"]) == ("", "yes", True)
+    assert split(["Answer: ", "yes"]) == ("", "yes", True)  # the label's space came with it
 
 
 @pytest.mark.parametrize("size", [1, 2, 5, 100])
@@ -413,6 +415,103 @@ def test_splitter_streams_a_quote_reply_whole_as_reasoning(size: int) -> None:
 
 def test_splitter_reports_a_reply_that_never_reached_its_answer() -> None:
     assert split(["Reasoning: ", "thinking\n", "Answ"]) == ("thinking\nAnsw", "", False)
+
+
+# --- limits, sampling and the stream's shape (issue 13) ---------------------------------------------
+
+
+def test_max_tokens_caps_the_agent_model_and_says_length(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(model="agentkit", messages=ask("How do I install agentkit?"), max_tokens=4)
+    assert completion.usage is not None and 0 < completion.usage.completion_tokens <= 4
+    assert completion.choices[0].finish_reason == "length"
+    extra = completion.model_extra["agentkit"]  # type: ignore[index]
+    assert any("max_tokens (4 tokens, set by the request)" in w for w in extra["warnings"])
+    # Streamed, the finish chunk says the same; without a limit the answer finishes.
+    chunks = list(client.chat.completions.create(
+        model="agentkit", messages=ask("How do I install agentkit?"), stream=True, max_completion_tokens=4))
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["length"]
+    whole = client.chat.completions.create(model="agentkit", messages=ask("How do I install agentkit?"))
+    assert whole.choices[0].finish_reason == "stop" and whole.usage is not None and whole.usage.completion_tokens > 4
+
+
+def test_the_extra_field_is_on_the_very_last_chunk_when_usage_is_included(url: str) -> None:
+    body = {"model": "agentkit", "messages": ask("How do I install agentkit?"), "stream": True,
+            "stream_options": {"include_usage": True}}
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    last = events[-1]
+    assert last["choices"] == [] and last["usage"]["completion_tokens"] > 0
+    assert [c["passage_id"] for c in last["agentkit"]["citations"]] == ["install#0"]
+    assert last["agentkit"]["citations"][0]["quote"]
+    assert events[-2]["choices"][0]["finish_reason"] == "stop"
+    assert [e for e in events[1:-1] if "citations" in e.get("agentkit", {})] == []  # sent once
+
+
+def cot_server(reply: Any = None, *, delay: float = 0.0) -> tuple[SlowLLM, Any]:
+    """A server over the chain-of-thought reader, whose reply is free text."""
+    llm = SlowLLM(reply, delay=delay)
+    settings = AgentSettings(reader="cot", focus_embedder="none")
+    return llm, ServerThread(create_app(Agent(llm, [docs()], settings=settings)))
+
+
+def test_a_cot_answer_streams_as_content_while_the_model_is_still_writing() -> None:
+    reply = "Reasoning: source [1] says how.\nAnswer: " + "Install agentkit with pip install -e . from a checkout [1]."
+    llm, server = cot_server(reply, delay=0.05)
+    with server as base:
+        client = openai.OpenAI(base_url=base + "/v1", api_key="-", max_retries=0, timeout=20)
+        content, before_end = [], None
+        for chunk in client.chat.completions.create(model="agentkit", messages=ask("How do I install agentkit?"), stream=True):
+            text = chunk.choices[0].delta.content if chunk.choices else None
+            if text and before_end is None:
+                before_end = not llm.closed.is_set()
+            content.append(text or "")
+    assert before_end, "the first content delta should arrive before the model's reply ends"
+    assert "".join(content).startswith("Install agentkit with pip")
+
+
+def test_a_streamed_answer_agentkit_withheld_is_followed_by_the_checked_text() -> None:
+    from agentkit.reasoning.citations import REFUSAL
+
+    _, server = cot_server("Reasoning: unsure.\nAnswer: Bananas are blue and square [1].")
+    with server as base:
+        client = openai.OpenAI(base_url=base + "/v1", api_key="-", max_retries=0, timeout=20)
+        content, _, extra, _ = collect(
+            client.chat.completions.create(model="agentkit", messages=ask("How do I install agentkit?"), stream=True))
+    assert extra["kind"] == "refusal" and extra["text"] == REFUSAL and extra["revised"] is True
+    assert content.endswith("\n\n" + REFUSAL)
+
+
+def test_agent_mode_applies_temperature_and_seed_and_names_the_fields_it_ignores() -> None:
+    llm, server = cot_server()
+    with server as base:
+        client = openai.OpenAI(base_url=base + "/v1", api_key="-", max_retries=0, timeout=20)
+        completion = client.chat.completions.create(
+            model="agentkit", messages=ask("How do I install agentkit?"), temperature=0.7, seed=42, top_p=0.5,
+            stop=["."], presence_penalty=0)
+        options = llm.calls[-1][1]
+        assert (options.temperature, options.seed) == (0.7, 42)
+        [note] = [w for w in completion.model_extra["agentkit"]["warnings"] if w.startswith("ignored")]  # type: ignore[index]
+        assert note.startswith("ignored top_p, stop:") and "'agentkit/raw'" in note  # a neutral 0 is not named
+        _, _, extra, _ = collect(client.chat.completions.create(
+            model="agentkit", messages=ask("How do I install agentkit?"), stream=True, top_p=0.5))
+        assert any(w.startswith("ignored top_p:") for w in extra["warnings"])
+        plain = client.chat.completions.create(model="agentkit", messages=ask("How do I install agentkit?"), top_p=1)
+        assert not any(w.startswith("ignored") for w in plain.model_extra["agentkit"]["warnings"])  # type: ignore[index]
+        with pytest.raises(openai.UnprocessableEntityError):
+            client.chat.completions.create(model="agentkit", messages=ask("hi"), max_tokens=0)
+
+
+def test_the_readme_streaming_example_reads_the_answer_and_its_quotes(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    start = readme.index("<!-- streaming-example -->")
+    code = readme[start:].split("```python\n", 1)[1].split("```", 1)[0]
+    assert 'base_url="http://127.0.0.1:8000/v1"' in code
+    code = code.replace("http://127.0.0.1:8000/v1", url + "/v1").replace('api_key="-"', f'api_key="{TOKEN}"')
+    code = code.replace("What is agentkit?", "How do I install agentkit?")
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "Install agentkit with pip" in out and "[1] Install" in out
+    assert "“Install agentkit with pip install -e .”" in out
 
 
 # --- the command ------------------------------------------------------------------------------------

@@ -57,6 +57,39 @@ GRAMMAR_CACHE_SIZE = 32
 _TOO_LONG = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
 
 
+def physical_cores() -> int:
+    """Physical CPU cores this process may run on: llama.cpp's default thread count.
+
+    Not logical CPUs: two threads on one core's hyperthreads contend for the same arithmetic
+    units, and on a loaded machine every extra thread waits for a turn (one thread was 4-5x
+    faster than two on a busy 2-core box). Linux reads the CPU topology of the CPUs in this
+    process's affinity mask; elsewhere psutil if installed, else the logical count.
+    """
+    try:
+        allowed = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        allowed = []
+    cores = set()
+    for cpu in allowed:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            package = (topology / "physical_package_id").read_text().strip()
+            core = (topology / "core_id").read_text().strip()
+        except OSError:
+            cores = set()
+            break
+        cores.add((package, core))
+    if cores:
+        return len(cores)
+    try:
+        import psutil  # type: ignore[import-untyped]
+
+        counted = psutil.cpu_count(logical=False)
+    except ImportError:
+        counted = None
+    return max(1, counted or len(allowed) or os.cpu_count() or 1)
+
+
 class LlamaCppConfig(BaseModel):
     """The `llm:` section of a config file that selects the llama.cpp backend."""
 
@@ -69,7 +102,9 @@ class LlamaCppConfig(BaseModel):
     n_ctx: int = Field(
         default=4096, ge=0, description="context size, capped at the model's trained context; 0 = trained"
     )
-    n_threads: int | None = Field(default=None, ge=1, description="CPU threads; None = all cores")
+    n_threads: int | None = Field(
+        default=None, ge=1, description="CPU threads; None = the physical cores this process may use"
+    )
     n_batch: int = Field(default=512, ge=1, description="prompt tokens evaluated per batch")
     n_gpu_layers: int = Field(default=0, ge=-1, description="layers offloaded to a GPU; -1 = all")
     seed: int | None = Field(default=None, description="sampling seed used when a call gives none")
@@ -308,7 +343,7 @@ class LlamaCppLLM:
         # The same switch Llama(verbose=...) flips, needed before the metadata peek below.
         logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if self.verbose else logging.ERROR)
         n_ctx = self._planned_context(path)
-        threads = self.n_threads or os.cpu_count() or 1
+        threads = self.n_threads or physical_cores()
         kwargs: dict[str, Any] = {}
         if self.seed is not None:
             kwargs["seed"] = self.seed

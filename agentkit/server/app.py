@@ -26,8 +26,10 @@ from starlette.types import Receive, Scope, Send
 
 from agentkit.errors import AgentkitError, InputError, PromptTooLong, UnknownSource
 from agentkit.llm.base import Completion
+from agentkit.logs import logged
 from agentkit.server.guard import BrowserGuard
 from agentkit.server.remote import routes as remote_routes
+from agentkit.server.web import routes as web_routes
 from agentkit.server.protocol import (
     DEFAULT_MAX_GRAMMAR,
     MAX_JSON_DEPTH,
@@ -38,11 +40,13 @@ from agentkit.server.protocol import (
     answer_body,
     chunk,
     completion_id,
+    ignored_note,
     json_depth,
     parse_chat_request,
     raw_body,
 )
-from agentkit.types import AnswerEvent, RouteEvent, TokenEvent, Usage
+from agentkit.display import same_answer
+from agentkit.types import Answer, AnswerEvent, RouteEvent, StepEvent, TokenEvent, Usage
 
 if TYPE_CHECKING:
     from agentkit.agent import Agent
@@ -118,6 +122,8 @@ def create_app(
             Route("/extras/tokenize/count", server.count_tokens, methods=["POST"]),
             # `ingest` and `ask` run beside this server through it (it holds the store): server/remote.py.
             *remote_routes(server),
+            # The chat page at / and the endpoints it alone uses: server/web.py.
+            *web_routes(server),
         ],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _server_error},  # type: ignore[dict-item]
         middleware=middleware,
@@ -224,9 +230,16 @@ class AgentServer:
         if req.raw:
             return JSONResponse(raw_body(cid, req.model, _completion(items)))
         answer = next(i.answer for i in items if isinstance(i, AnswerEvent))
+        self._note_ignored(req, answer)
         return JSONResponse(answer_body(cid, req.model, answer))
 
     # --- helpers ------------------------------------------------------------------------------
+
+    def _note_ignored(self, req: ChatRequest, answer: Answer) -> None:
+        """Say, in the answer's warnings, which of the request's sampling fields the agent ignored."""
+        note = ignored_note(req, f"{self.model_name}/raw")
+        if note:
+            answer.warnings.append(note)
 
     def _authorized(self, request: Request) -> bool:
         if self.token is None:
@@ -309,7 +322,11 @@ class AgentServer:
         elif req.raw:
             make = lambda: iter([llm.chat(req.messages, req.options)])  # logprobs come with chat alone
         else:
-            make = lambda: self.agent.stream(req.question, history=req.history, route=req.route)
+            # Each served answer goes into `agentkit logs`, written in this worker thread.
+            make = lambda: logged(self.agent.stream(
+                req.question, history=req.history, route=req.route,
+                max_tokens=req.max_tokens, temperature=req.temperature, seed=req.seed,
+            ), self.agent.config, "serve")
         loop = asyncio.get_running_loop()
 
         def done(run: _Run) -> None:
@@ -344,19 +361,44 @@ class AgentServer:
         route = first.decision.to_dict() if isinstance(first, RouteEvent) else None
         yield chunk(cid, model, {"role": "assistant", "content": ""}, extra={"route": route})
         splitter = ReplySplitter()
+        content: list[str] = []  # what went out as content
         async for event in items:
             if isinstance(event, TokenEvent):
                 for kind, text in splitter.feed(event.text):
+                    if kind == "content":
+                        content.append(text)
                     yield chunk(cid, model, {kind: text})
+            elif isinstance(event, StepEvent):
+                # Another generation follows (a search the model asked for, a re-retrieval): the
+                # next reply is split afresh.
+                for kind, text in splitter.finish():
+                    if kind == "content":
+                        content.append(text)
+                    yield chunk(cid, model, {kind: text})
+                splitter = ReplySplitter()
             elif isinstance(event, AnswerEvent):
                 answer = event.answer
+                self._note_ignored(req, answer)
                 for kind, text in splitter.finish():
+                    if kind == "content":
+                        content.append(text)
                     yield chunk(cid, model, {kind: text})
-                if not splitter.answered and answer.text:
+                extra = agentkit_field(answer)
+                streamed = "".join(content)
+                if not streamed and answer.text:
+                    # The quote reader's answer is composed and checked once the reply is complete.
                     yield chunk(cid, model, {"content": answer.text})
-                yield chunk(cid, model, {}, finish_reason="stop", extra=agentkit_field(answer))
+                elif streamed and not same_answer(streamed, answer.text):
+                    # agentkit withheld or replaced what streamed: the checked text follows it, and
+                    # `revised` tells a client that can redraw to show `agentkit.text` alone.
+                    extra["revised"] = True
+                    yield chunk(cid, model, {"content": "\n\n" + answer.text})
+                # The extra field rides on the very last chunk: the usage chunk when asked for.
                 if req.include_usage:
-                    yield chunk(cid, model, None, usage=answer.usage)
+                    yield chunk(cid, model, {}, finish_reason=answer.finish_reason)
+                    yield chunk(cid, model, None, usage=answer.usage, extra=extra)
+                else:
+                    yield chunk(cid, model, {}, finish_reason=answer.finish_reason, extra=extra)
 
     def shutdown(self) -> None:
         for run in list(self._runs):

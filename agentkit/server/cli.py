@@ -9,7 +9,7 @@ import ipaddress
 
 import click
 
-from agentkit.cli import Context
+from agentkit.cli import Context, model_option, threads_option
 from agentkit.server.app import DEFAULT_MAX_BODY, DEFAULT_MAX_CONCURRENCY
 
 
@@ -30,6 +30,8 @@ def is_loopback(host: str) -> bool:
 @click.option("--max-body", default=DEFAULT_MAX_BODY, show_default=True, type=click.IntRange(1), help="Largest request body in bytes; larger ones get 413.")
 @click.option("--model-name", default="agentkit", show_default=True, help="The model id clients send; NAME/raw is the bare model.")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@model_option
+@threads_option
 @click.pass_obj
 def serve(
     obj: Context,
@@ -79,7 +81,7 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     click.secho(
         f"agentkit serving {agent.llm.name} with sources {', '.join(agent.sources) or 'none'} on "
-        f"http://{shown}:{port}/v1 (models: {model_name}, {model_name}/raw)",
+        f"http://{shown}:{port}/v1 (models: {model_name}, {model_name}/raw); chat page: http://{shown}:{port}/",
         err=True,
     )
     from agentkit.server.remote import announce

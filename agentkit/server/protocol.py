@@ -64,6 +64,12 @@ class ChatRequest:
     options: GenerationOptions = field(default_factory=GenerationOptions)
     #: Forced route (agent mode only), from the extra field `{"agentkit": {"route": [...]}}`.
     route: list[str] | None = None
+    #: Agent mode: the request's own limits (None = the agent's settings), see `AGENT_SAMPLING`.
+    max_tokens: int | None = None
+    temperature: float | None = None
+    seed: int | None = None
+    #: Agent mode: sampling fields the request set that the agent does not apply, with why.
+    ignored: list[str] = field(default_factory=list)
 
     @property
     def question(self) -> str:
@@ -133,7 +139,44 @@ def parse_chat_request(
                     param=name,
                 )
         request.route = _route(body.get("agentkit"))
+        _agent_sampling(body, request)
     return request
+
+
+#: Sampling fields the agent model applies: max_tokens (or max_completion_tokens) caps each reply
+#: the model generates for the answer; temperature applies to free-text replies (the quote
+#: reader's grammar-forced reply is greedy); seed fixes the sampling.
+AGENT_SAMPLING = ("max_tokens", "max_completion_tokens", "temperature", "seed")
+#: Sampling fields the agent model ignores, each with the value that changes nothing (a request
+#: sending that value is not warned about). The agent writes its reply in a fixed format and
+#: composes the answer from it, so stop sequences and penalties would break the format, not
+#: shape the answer; model `NAME/raw` takes temperature, seed, stop and repeat_penalty.
+AGENT_IGNORED: dict[str, Any] = {
+    "top_p": 1, "stop": None, "presence_penalty": 0, "frequency_penalty": 0, "logit_bias": None,
+    "repeat_penalty": None, "top_k": None, "min_p": None,
+}
+
+
+def _agent_sampling(body: dict[str, Any], request: ChatRequest) -> None:
+    limit = _number(body, "max_completion_tokens", int, 1, 1 << 20) or _number(body, "max_tokens", int, 1, 1 << 20)
+    request.max_tokens = limit or None
+    temperature = _number(body, "temperature", float, 0, 2)
+    request.temperature = None if temperature is None else float(temperature)
+    request.seed = _number(body, "seed", int, -(1 << 63), 1 << 63)
+    request.ignored = [
+        name for name, neutral in AGENT_IGNORED.items() if body.get(name) not in (None, neutral, {}, [])
+    ]
+
+
+def ignored_note(request: ChatRequest, raw_model: str) -> str:
+    """The warning for the sampling fields a request set that the agent does not apply ("" = none)."""
+    if not request.ignored:
+        return ""
+    return (
+        f"ignored {', '.join(request.ignored)}: model {request.model!r} applies only max_tokens, temperature "
+        f"and seed (its reply has a fixed format it composes the answer from); send them to {raw_model!r} "
+        "for the bare model"
+    )
 
 
 def _messages(value: Any, raw: bool) -> list[Message]:
@@ -289,6 +332,7 @@ def agentkit_field(answer: Answer) -> dict[str, Any]:
     route, warnings, the evidence (ids, and the texts that quote offsets index), timings.
 
     Each citation's `quote` is `text[start:end]` of the evidence entry whose `id` is its `passage_id`.
+    A stream sends this on its very last chunk, the usage chunk when `include_usage` is set.
     """
     return {
         "text": answer.text,
@@ -348,7 +392,9 @@ def completion_body(
 
 
 def answer_body(cid: str, model: str, answer: Answer) -> dict[str, Any]:
-    return completion_body(cid, model, answer.text, answer.usage, extra=agentkit_field(answer))
+    return completion_body(
+        cid, model, answer.text, answer.usage, finish_reason=answer.finish_reason, extra=agentkit_field(answer)
+    )
 
 
 def raw_body(cid: str, model: str, completion: Completion) -> dict[str, Any]:
@@ -442,7 +488,9 @@ class ReplySplitter:
                 held, self._line, self.mode = self._line, "", "quoted"
                 return [("reasoning_content", held)]
             mark = _ANSWER.match(self._line)
-            if mark is not None and mark.end() < len(self._line):
+            if mark is not None:
+                if mark.end() == len(self._line):
+                    return []  # "Answer: " may still grow "**" or spaces: wait for the text
                 rest, self._line = self._line[mark.end() :], ""
                 self.mode, self._skip_space = "answer", True
                 return self._content(rest)

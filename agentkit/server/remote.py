@@ -317,6 +317,7 @@ def answer_from_dict(d: dict[str, Any]) -> Answer:
         usage=Usage(**{k: v for k, v in (d.get("usage") or {}).items() if k != "total_tokens"}), timings=d.get("timings") or {}, warnings=d.get("warnings") or [],
         steps=[Step(**s) for s in d.get("steps") or []], from_memory=bool(d.get("from_memory")),
         withheld=d.get("withheld", ""), adapters=d.get("adapters") or {}, kind=d.get("kind", "model"),
+        finish_reason=d.get("finish_reason", "stop"),
     )
 
 
