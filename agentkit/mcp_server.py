@@ -113,13 +113,20 @@ def _search_tool(agent: Agent, name: str) -> Callable[[str, int], Awaitable[Call
 
 def build_server(agent: Agent, *, ask: bool = True, name: str = "agentkit") -> MCPServer:
     """An MCP server exposing `agent`'s sources (one search tool each) and, with `ask`, the agent."""
+    from agentkit import __version__
+
     sources = ", ".join(agent.sources) or "none"
-    server = MCPServer(
-        name,
-        instructions=f"Search agentkit's knowledge sources ({sources}) for numbered, citable passages"
+    settings: dict[str, Any] = {
+        "instructions": f"Search agentkit's knowledge sources ({sources}) for numbered, citable passages"
         + (", or `ask` a question and get an answer with [n] citations." if ask else "."),
-        log_level="WARNING",
-    )
+        "log_level": "WARNING",
+    }
+    try:
+        # Clients show and log server_info.version; without it they get "".
+        server = MCPServer(name, version=__version__, **settings)
+    except TypeError:  # pragma: no cover - mcp 1.x's FastMCP takes no version; its low-level server has one
+        server = MCPServer(name, **settings)
+        server._mcp_server.version = __version__  # type: ignore[attr-defined]
     for source_name, source in agent.sources.items():
         description = " ".join((source.description or "").split()) or f"the {source_name} knowledge source"
         server.add_tool(

@@ -1,6 +1,7 @@
 """Persisted chat conversations: a SQLite store (one row per message) and `agentkit sessions`.
 
 A question is committed before its answer is generated and the answer is saved while it streams.
+The same file holds `agentkit logs` (table `logs`, written by agentkit/logs.py).
 """
 
 from __future__ import annotations

@@ -630,6 +630,9 @@ def test_example_config_builds_a_working_source() -> None:
 class TestFilesContract(KnowledgeSourceContract):
     query = "What does serendipity mean?"
     expected_id = "wn:serendipity:1"
+    unicode_query = "What does naïve mean?"
+    unicode_expected_id = "wn:naive:1"
+    long_text_finds_the_answer = False
 
     @pytest.fixture()
     def source(self, wn_source: DictionarySource) -> DictionarySource:
@@ -648,6 +651,9 @@ def dict_server_source(dictd: DictdServer):
 class TestServerContract(KnowledgeSourceContract):
     query = "Define lugubrious"
     expected_id = "wn:lugubrious:1"
+    unicode_query = "What does naïve mean?"
+    unicode_expected_id = "wn:naive:1"
+    long_text_finds_the_answer = False
 
     @pytest.fixture()
     def source(self, dict_server_source: DictionarySource) -> DictionarySource:

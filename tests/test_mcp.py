@@ -99,6 +99,19 @@ def test_tools_search_and_ask_over_stdio(config: Path) -> None:
     assert "“" + " ".join(citation["quote"].split()) + "”" in answer["content"][0]["text"]  # on one line
 
 
+def test_server_info_names_agentkit_and_its_version(config: Path) -> None:
+    from agentkit import __version__
+
+    async def main() -> Any:
+        with anyio.fail_after(TIMEOUT):
+            async with stdio_client(server(config, "--no-ask")) as (read, write), ClientSession(read, write) as session:
+                return await session.initialize()
+
+    result = anyio.run(main)
+    info = getattr(result, "server_info", None) or result.serverInfo  # mcp 2.x / 1.x spelling
+    assert (info.name, info.version) == ("agentkit", __version__) and __version__
+
+
 def test_empty_question_is_a_tool_error_and_the_server_keeps_serving(config: Path) -> None:
     out = run_client(config, [("ask", {"question": "  "}), ("search_docs", {"query": "tides moon"})])
     assert out["ask"]["isError"] and "question is empty" in out["ask"]["content"][0]["text"]

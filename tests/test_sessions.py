@@ -211,9 +211,15 @@ def test_chat_session_list_export_delete(fake_config: Path, tmp_path: Path) -> N
     assert "no saved sessions" in run(*c, "sessions", "list").output
 
 
-def test_chat_without_session_stores_nothing(fake_config: Path, tmp_path: Path) -> None:
+def test_chat_without_session_stores_nothing(fake_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTKIT_LOGS", "off")
     run("--config", str(fake_config), "chat", input="hello\n")
     assert not (tmp_path / "data" / "sessions.sqlite").exists()
+    # With `agentkit logs` on, the answer is logged in the same database, and still no session is saved.
+    monkeypatch.delenv("AGENTKIT_LOGS")
+    run("--config", str(fake_config), "chat", input="hello\n")
+    assert json.loads(run("--config", str(fake_config), "sessions", "list", "--json").output) == []
+    assert [e["question"] for e in json.loads(run("--config", str(fake_config), "logs", "--json").output)] == ["hello"]
 
 
 # --- a real crash ---------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -429,6 +430,13 @@ class DictionarySource:
             if found:
                 word = cand
                 break
+        folded = _strip_accents(candidates[0])
+        if not found and folded != candidates[0]:
+            # "naïve" is "naive" in WordNet: dictd files find it by edit distance, but a DICT
+            # server's lev counts bytes (ï is two), so without this a server never finds it.
+            found = self._lookup(folded, dbs)
+            if found:
+                word, corrected_from = folded, candidates[0]
         if not found and len(candidates[0].split()) == 1:
             for variant in inflection_variants(candidates[0].casefold()):
                 found = self._lookup(variant, dbs)
@@ -528,3 +536,8 @@ def _resolve(path: str | Path, search: tuple[Path, ...]) -> Path:
         if (d / p).exists():
             return d / p
     return p
+
+
+def _strip_accents(word: str) -> str:
+    """`word` without combining marks (naïve -> naive, café -> cafe)."""
+    return "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c))

@@ -12,7 +12,7 @@ import click
 def _sources(cfg: Any) -> dict[str, Any]:
     from agentkit.plugins import build_source
 
-    return {name: build_source(name, spec, cfg.data_dir) for name, spec in cfg.sources.items()}
+    return {name: build_source(name, spec, cfg.data_dir, config_dir=cfg.base_dir) for name, spec in cfg.sources.items()}
 
 
 def _llm(cfg: Any) -> Any:

@@ -1,0 +1,256 @@
+"""A log of every answer given by `agentkit ask`, `agentkit chat` and `agentkit serve`, and `agentkit logs`.
+
+Rows live in the `logs` table of the sessions database (DATA_DIR/sessions.sqlite); `record` is
+the one place that writes them. `agentkit logs off` (a DATA_DIR/logs-off file) or
+AGENTKIT_LOGS=off turns logging off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from agentkit.errors import InputError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from agentkit.cli import Context
+    from agentkit.config import Config
+    from agentkit.types import Answer
+
+log = logging.getLogger("agentkit.logs")
+
+#: Its presence under data_dir turns logging off (what `agentkit logs off` writes).
+OFF_FILE = "logs-off"
+#: "0", "off", "false" or "no" turn logging off for one process (a test, a private question).
+ENV = "AGENTKIT_LOGS"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS logs (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at TEXT NOT NULL,
+    via        TEXT NOT NULL,
+    session    TEXT,
+    model      TEXT NOT NULL,
+    question   TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    answer     TEXT NOT NULL,
+    route      TEXT,
+    citations  TEXT NOT NULL,
+    timings    TEXT NOT NULL,
+    usage      TEXT NOT NULL,
+    warnings   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_created ON logs (created_at);
+"""
+_JSON_COLUMNS = ("route", "citations", "timings", "usage", "warnings")
+
+
+@dataclass
+class LogEntry:
+    id: int
+    created_at: str
+    via: str
+    session: str | None
+    model: str
+    question: str
+    kind: str
+    answer: str
+    route: dict[str, Any] | None
+    citations: list[dict[str, Any]]
+    timings: dict[str, float]
+    usage: dict[str, int]
+    warnings: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def logs_path(data_dir: Path) -> Path:
+    from agentkit.sessions import default_path
+
+    return default_path(data_dir)
+
+
+def enabled(data_dir: Path) -> bool:
+    if os.environ.get(ENV, "").strip().lower() in ("0", "off", "false", "no"):
+        return False
+    return not (Path(data_dir).expanduser() / OFF_FILE).exists()
+
+
+def model_label(cfg: Config) -> str:
+    """The model that answered, as a log row names it."""
+    if cfg.llm_backend == "llama_cpp":
+        return str(cfg.llm.get("model_path") or "bundled SmolLM2-135M-Instruct")
+    if cfg.llm_backend == "openai_compat":
+        return f"{cfg.llm.get('model') or 'openai_compat'} at {cfg.llm.get('base_url', '')}"
+    return str(cfg.llm.get("model_path") or cfg.llm_backend)
+
+
+class LogStore:
+    """The `logs` table; each write is its own transaction (WAL, shared with the session store)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise InputError(f"{self.path}: cannot open the log ({exc}); move the file away or pass another --data-dir") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add(self, answer: Answer, *, via: str, model: str, session: str | None = None) -> int:
+        data = answer.to_dict()
+        cur = self._db.execute(
+            "INSERT INTO logs (created_at, via, session, model, question, kind, answer, route, citations, timings, usage, warnings)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (datetime.now(timezone.utc).isoformat(timespec="milliseconds"), via, session, model, answer.question,
+             answer.kind, answer.text, *(json.dumps(data[c], ensure_ascii=False) for c in _JSON_COLUMNS)),
+        )
+        return int(cur.lastrowid or 0)
+
+    def entries(self, limit: int | None = 10, query: str | None = None) -> list[LogEntry]:
+        """Newest first; `query` keeps rows whose question or answer contains it (any case)."""
+        sql = "SELECT id, created_at, via, session, model, question, kind, answer, route, citations, timings, usage, warnings FROM logs"
+        args: list[Any] = []
+        if query:
+            sql += " WHERE question LIKE ? ESCAPE '\\' OR answer LIKE ? ESCAPE '\\'"
+            pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            args += [pattern, pattern]
+        sql += " ORDER BY id DESC"
+        if limit:
+            sql += " LIMIT ?"
+            args.append(limit)
+        rows = self._db.execute(sql, args).fetchall()
+        return [LogEntry(*row[:8], *(json.loads(v) if v else None for v in row[8:])) for row in rows]
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM logs").fetchone()[0])
+
+
+def record(config: Config | None, answer: Answer, via: str, *, session: str | None = None) -> None:
+    """Log one answer (the hook called by ask, chat and serve). Never raises: a full disk or a
+    locked database costs the log row, with a warning, not the answer."""
+    if config is None or not enabled(config.data_dir):
+        return
+    try:
+        with LogStore(logs_path(config.data_dir)) as store:
+            store.add(answer, via=via, model=model_label(config), session=session)
+    except (sqlite3.Error, OSError, InputError) as exc:
+        log.warning("could not log the answer to %s (%s); turn logging off with: agentkit logs off", logs_path(config.data_dir), exc)
+
+
+def logged(events: Iterator[Any], config: Config | None, via: str) -> Iterator[Any]:
+    """`events` (from Agent.stream) passed through, with the answer logged as it goes by."""
+    from agentkit.types import AnswerEvent
+
+    try:
+        for event in events:
+            if isinstance(event, AnswerEvent):
+                record(config, event.answer, via)
+            yield event
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
+
+
+# --- `agentkit logs` ------------------------------------------------------------------------
+
+
+@click.group("logs", invoke_without_command=True)
+@click.option("-n", "--count", "count", type=click.IntRange(min=0), default=10, show_default=True, help="How many entries, newest first (0 = all).")
+@click.option("-q", "--query", metavar="TEXT", help="Only entries whose question or answer contains TEXT.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array (citations, route, timings in full).")
+@click.pass_context
+def logs_group(ctx: click.Context, count: int, query: str | None, as_json: bool) -> None:
+    """Answers given by ask, chat and serve: question, route, answer, citations, timings.
+
+    Stored in DATA_DIR/sessions.sqlite (table `logs`). `agentkit logs off` stops logging.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    obj: Context = ctx.obj
+    path = logs_path(obj.config.data_dir)
+    with LogStore(path) as store:
+        entries = store.entries(count or None, query)
+    if as_json:
+        click.echo(json.dumps([e.to_dict() for e in entries], indent=2, ensure_ascii=False))
+        return
+    if not entries:
+        state = "" if enabled(obj.config.data_dir) else " (logging is off: agentkit logs on)"
+        click.echo(f"no logged answers{' matching ' + repr(query) if query else ''} in {path}{state}")
+        return
+    for e in entries:
+        when = _local(e.created_at)
+        route = ", ".join(e.route["targets"]) if e.route else "-"
+        total = e.timings.get("total_ms")
+        took = f", {total / 1000:.1f} s" if total else ""
+        where = f"{e.via} {e.session}" if e.session else e.via
+        click.secho(f"#{e.id}  {when}  {where}  route {route}{took}  {e.model}", dim=True)
+        click.secho(f"Q: {e.question}", bold=True)
+        click.echo(f"A: {e.answer}")
+        for c in {c.get("marker"): c for c in e.citations}.values():  # a passage cited twice is listed once
+            click.echo(f"   [{c.get('marker', '?')}] {c.get('title') or c.get('passage_id', '')} {c.get('uri') or ''}".rstrip())
+        click.echo()
+
+
+@logs_group.command("off")
+@click.pass_obj
+def logs_off(obj: Context) -> None:
+    """Stop logging answers (creates DATA_DIR/logs-off)."""
+    flag = Path(obj.config.data_dir).expanduser() / OFF_FILE
+    flag.parent.mkdir(parents=True, exist_ok=True)
+    flag.touch()
+    click.echo(f"logging is off ({flag}); `agentkit logs on` turns it back on")
+
+
+@logs_group.command("on")
+@click.pass_obj
+def logs_on(obj: Context) -> None:
+    """Log answers again (removes DATA_DIR/logs-off)."""
+    (Path(obj.config.data_dir).expanduser() / OFF_FILE).unlink(missing_ok=True)
+    note = f" for this shell's commands, but ${ENV} turns it off" if not enabled(obj.config.data_dir) else ""
+    click.echo(f"logging is on{note}; answers go to {logs_path(obj.config.data_dir)}")
+
+
+@logs_group.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def logs_status(obj: Context, as_json: bool) -> None:
+    """Whether answers are logged, where, and how many are."""
+    path = logs_path(obj.config.data_dir)
+    with LogStore(path) as store:
+        n = store.count()
+    on = enabled(obj.config.data_dir)
+    if as_json:
+        click.echo(json.dumps({"enabled": on, "path": str(path), "entries": n}))
+        return
+    click.echo(f"logging is {'on' if on else 'off'}: {n} answer(s) in {path}")
+
+
+def _local(stamp: str) -> str:
+    try:
+        return datetime.fromisoformat(stamp).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return stamp
