@@ -199,6 +199,9 @@ class Config(_Strict):
     agent: AgentSettings = Field(default_factory=AgentSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    #: Log every answer (ask, chat, serve) to DATA_DIR/sessions.sqlite for `agentkit logs`;
+    #: false turns it off for this config (`agentkit logs off` for every config).
+    logs: bool = True
     #: Tools the agent may call (names registered by plugins through `register_tools`).
     tools: list[str] = Field(default_factory=list)
     #: Named LoRA adapters and the sources/routes that select them (see AdapterSpec).

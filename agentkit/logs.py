@@ -151,7 +151,7 @@ class LogStore:
 def record(config: Config | None, answer: Answer, via: str, *, session: str | None = None) -> None:
     """Log one answer (the hook called by ask, chat and serve). Never raises: a full disk or a
     locked database costs the log row, with a warning, not the answer."""
-    if config is None or not enabled(config.data_dir):
+    if config is None or not config.logs or not enabled(config.data_dir):
         return
     try:
         with LogStore(logs_path(config.data_dir)) as store:

@@ -239,3 +239,11 @@ def test_served_answers_are_logged(home: dict[str, Path]) -> None:
             assert r.status_code == 200
     entries = json.loads(run("--config", str(home["fake"]), "logs", "--json").output)
     assert [(e["via"], e["question"]) for e in entries] == [("serve", "served, stream=True"), ("serve", "served, stream=False")]
+
+
+def test_logs_false_in_the_config_keeps_its_answers_out_of_the_log(home: dict[str, Path], tmp_path: Path) -> None:
+    quiet = tmp_path / "quiet.yaml"
+    quiet.write_text(home["fake"].read_text() + "logs: false\n")
+    run("--config", str(quiet), "ask", "kept private")
+    run("--config", str(home["fake"]), "ask", "kept in the log")
+    assert [e["question"] for e in json.loads(run("--config", str(home["fake"]), "logs", "--json").output)] == ["kept in the log"]
