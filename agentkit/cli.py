@@ -410,19 +410,27 @@ def delete(obj: Context, doc_ids: tuple[str, ...], source_name: str | None, as_j
     from agentkit.knowledge.base import is_writable
     from agentkit.plugins import build_source
 
+    from agentkit.errors import StoreLocked
+    from agentkit.server.remote import forwarded_delete, locked_error
+
     cfg = obj.config
     name = source_name or cfg.ingest.source or next(iter(cfg.sources), "")
     if name not in cfg.sources:
         raise click.UsageError(f"no source named {name!r}; configured: {', '.join(cfg.sources) or 'none'}")
-    source = build_source(name, cfg.sources[name], cfg.data_dir, config_dir=cfg.base_dir)
-    try:
-        if not is_writable(source):
-            raise click.UsageError(f"source {name!r} is read-only")
-        with ingest_lock(cfg.data_dir):
-            # An id given twice is one document: deleted once, reported once.
-            removed = delete_documents(source, list(dict.fromkeys(doc_ids)))
-    finally:
-        _close(source)
+    # An id given twice is one document: deleted once, reported once.
+    ids = list(dict.fromkeys(doc_ids))
+    removed = forwarded_delete(cfg.data_dir, name, ids)  # a running serve holds the store
+    if removed is None:
+        source = build_source(name, cfg.sources[name], cfg.data_dir, config_dir=cfg.base_dir)
+        try:
+            if not is_writable(source):
+                raise click.UsageError(f"source {name!r} is read-only")
+            with ingest_lock(cfg.data_dir):
+                removed = delete_documents(source, ids)
+        except StoreLocked as exc:
+            raise locked_error(exc, cfg.data_dir) from None
+        finally:
+            _close(source)
     if as_json:
         import json
 

@@ -82,6 +82,19 @@ def test_ingest_beside_a_running_server_goes_through_it(served: Agent, config: P
     assert "1 unchanged" in run("--config", str(config), "ingest", str(guide), "--no-progress").output
 
 
+def test_delete_beside_a_running_server_goes_through_it(served: Agent, config: Path, tmp_path: Path) -> None:
+    guide = tmp_path / "install.md"
+    guide.write_text("Install agentkit with pip install agentkit. It needs Python 3.10.\n")
+    assert run("--config", str(config), "ingest", str(guide), "--no-progress").exit_code == 0
+    result = run("--config", str(config), "delete", "install.md", "install.md", "--json")
+    # Before: the store's lock refused the delete ("held by another agentkit process"), exit 2.
+    assert result.exit_code == 0, result.output
+    assert "deleting through it" in result.output
+    assert json.loads(result.output[result.output.index("{"):])["removed"] == {"install.md": 1}
+    assert all(p.doc_id != "install.md" for p in served.sources["docs"].search("install agentkit pip", k=3))
+    assert run("--config", str(config), "delete", "install.md").exit_code == 1  # gone: "not in 'docs'"
+
+
 def test_ask_beside_a_running_server_is_answered_by_it(served: Agent, config: Path) -> None:
     served.sources["docs"].add([Passage("install.md#0", "Install agentkit with pip install agentkit.", "install")])
     result = run("--config", str(config), "ask", "--json", "How do I install agentkit?")

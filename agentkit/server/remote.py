@@ -1,4 +1,4 @@
-"""Working beside a running `agentkit serve`: `ingest` and `ask` go through the server that holds
+"""Working beside a running `agentkit serve`: `ingest`, `delete` and `ask` go through the server that holds
 the embedded store, instead of failing on its lock.
 
 Why through the server: the embedded store (qdrant-edge, or qdrant-client's local mode) is held
@@ -8,8 +8,8 @@ load of the whole collection) and still fail while an ingest held it; a shared r
 not offered by either engine. So the process that holds the store does the writing too.
 
 How: `serve` writes DATA_DIR/serve.json (pid, url, a random key; mode 0600) while it runs and
-removes it when it stops. `ingest` and `ask` find it, check that the pid is alive, and POST to
-/extras/ingest or /extras/ask with the key in X-Agentkit-Local-Key: reading the file proves the
+removes it when it stops. `ingest`, `delete` and `ask` find it, check that the pid is alive, and
+POST to /extras/ingest, /extras/delete or /extras/ask with the key in X-Agentkit-Local-Key: reading the file proves the
 caller is the user who started the server, so these endpoints need no bearer token, and a
 browser page, which cannot read the file, cannot use them. Paths are read by the server, so the
 document ids are those a local ingest gives.
@@ -80,6 +80,7 @@ def routes(server: AgentServer) -> list[Route]:
     return [
         Route("/extras/ingest", endpoints.ingest, methods=["POST"]),
         Route("/extras/ask", endpoints.ask, methods=["POST"]),
+        Route("/extras/delete", endpoints.delete, methods=["POST"]),
     ]
 
 
@@ -190,6 +191,44 @@ class _Endpoints:
         except AgentkitError as exc:
             raise ApiError(400, str(exc)) from exc
         return JSONResponse(result)
+
+    async def delete(self, request: Request) -> Response:
+        """{"ids": [...], "source": NAME?} -> {"source": NAME, "removed": {doc_id: chunks}}."""
+        import anyio
+        from starlette.responses import JSONResponse
+
+        from agentkit.server.protocol import ApiError
+
+        self._check_key(request)
+        body = await self._body(request)
+        ids = body.get("ids")
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+            raise ApiError(400, 'send {"ids": ["document id", ...]}', param="ids")
+        name = self._source_name(body)
+
+        def run() -> dict[str, int]:
+            from agentkit.ingest.pipeline import delete_documents
+
+            config = self.server.agent.config
+            with self._ingesting, _ingest_lock(config.data_dir if config else None):
+                return delete_documents(self.server.agent.sources[name], list(dict.fromkeys(ids)))
+
+        try:
+            removed = await anyio.to_thread.run_sync(run)
+        except AgentkitError as exc:
+            raise ApiError(400, str(exc)) from exc
+        return JSONResponse({"source": name, "removed": removed})
+
+    def _source_name(self, body: dict[str, Any]) -> str:
+        from agentkit.server.protocol import ApiError
+
+        agent = self.server.agent
+        config = agent.config
+        name = body.get("source") or (config.ingest.source if config else None) or next(iter(agent.sources), "")
+        if name not in agent.sources:
+            raise ApiError(400, f"this server has no source named {name!r}; it serves {', '.join(agent.sources) or 'none'}",
+                           param="source")
+        return str(name)
 
     async def ask(self, request: Request) -> Response:
         """{"question": "...", "route": [...]?} -> Answer.to_dict(); takes a slot like a chat."""
@@ -339,6 +378,19 @@ def forwarded_ingest(data_dir: str | Path, source: str, paths: Sequence[Path], *
     report = IngestReport(**{k: v for k, v in d.items() if k in fields})
     report.failures = [IngestFailure(*f) for f in report.failures]
     return report
+
+
+def forwarded_delete(data_dir: str | Path, source: str, doc_ids: Sequence[str]) -> dict[str, int] | None:
+    """Delete through the server announced in `data_dir` when it serves `source`; None when no
+    such server runs (the caller then deletes itself)."""
+    server = find_server(data_dir)
+    if server is None or source not in server.sources:
+        return None
+    import click
+
+    click.secho(f"{server.describe()} holds the store; deleting through it", err=True)
+    reply = _post(server, "/extras/delete", {"ids": list(doc_ids), "source": source})
+    return {str(k): int(v) for k, v in (reply.get("removed") or {}).items()}
 
 
 def forwarded_answer(data_dir: str | Path, question: str, route: Sequence[str] | None) -> Answer | None:
