@@ -887,6 +887,7 @@ def _split_overrides(overrides: dict[str, Any]) -> tuple[Any, Any, Any, Any, dic
             # {name: AdapterSpec} was dumped above only if it was a model; a dict of specs is a section.
             is_section = True
         else:
+            # Tool names (or none: `tools=[]` means no tools) replace the config's `tools:` list.
             is_section = key == "tools" and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
         if key in _OBJECTS and not is_section:
             objects[key] = value

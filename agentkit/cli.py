@@ -346,8 +346,8 @@ def chat(obj: Context, routes: tuple[str, ...], history_file: str | None, sessio
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--source", "source_name", metavar="NAME", help="The source to write to (default: ingest.source, else the first writable one).")
-@click.option("--chunk-tokens", type=int, default=None, help="Tokens per chunk (default from config).")
-@click.option("--overlap", type=int, default=None, help="Tokens shared by consecutive chunks.")
+@click.option("--chunk-tokens", type=int, default=None, help="Words and punctuation marks per chunk, not model tokens (default from config).")
+@click.option("--overlap", type=int, default=None, help="Words and punctuation marks shared by consecutive chunks.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @click.option("--max-file-mb", type=click.FloatRange(min=0, min_open=True), default=None, help="Skip (and name) files over this size (default: ingest.max_file_mb, 50).")
 @click.option("--id-prefix", default="", metavar="PREFIX", help="Put PREFIX before every document id, e.g. projB/ when another folder also has a README.md.")
@@ -555,7 +555,8 @@ def eval_retrieval(obj: Context, corpus: Path, queries: Path, qrels: Path, sourc
     """nDCG@10, recall@100 and MRR@10 of a source on BEIR-layout data (ingests if needed)."""
     import json as _json
 
-    from agentkit.eval_retrieval import corpus_key, evaluate_retrieval, load_qrels, load_queries
+    from agentkit.eval.corpus import corpus_key
+    from agentkit.eval.retrieval import evaluate_retrieval, load_qrels, load_queries
     from agentkit.ingest.pipeline import ingest as run_ingest
     from agentkit.knowledge.base import is_writable
     from agentkit.plugins import build_source
@@ -607,9 +608,9 @@ def eval_routing(obj: Context, labels: Path, as_json: bool, errors: bool) -> Non
     """Accuracy, per-route precision and recall, retrieval rate and decision time of the router."""
     import json as _json
 
+    from agentkit.eval.routing import evaluate_routing, load_labels
     from agentkit.plugins import build_llm, build_source
     from agentkit.routing.build import build_router
-    from agentkit.routing.evaluate import evaluate_routing, load_labels
 
     cfg = obj.config
     rows = load_labels(labels)
@@ -673,7 +674,8 @@ def eval_qa(obj: Context, questions: Path, corpus: Path | None, source_name: str
 
     from agentkit.agent import Agent
     from agentkit.config import AdapterSpec
-    from agentkit.eval_qa import corpus_store, evaluate_qa, load_questions, sample_questions
+    from agentkit.eval.corpus import corpus_store
+    from agentkit.eval.qa import evaluate_qa, load_questions, sample_questions
     from agentkit.plugins import build_llm
 
     cfg = obj.config
@@ -779,7 +781,7 @@ def eval_perplexity(obj: Context, corpus: Path, model_path: str | None, loras: t
     """Perplexity of the model on held-out text, and with --lora of the model plus adapters."""
     import json as _json
 
-    from agentkit.eval_perplexity import compare, corpus_texts, perplexity
+    from agentkit.eval.perplexity import compare, corpus_texts, perplexity
 
     if len(lora_scales) not in (0, 1, len(loras)):
         raise click.UsageError(f"give one --lora-scale for all adapters or one per --lora ({len(loras)}), not {len(lora_scales)}")

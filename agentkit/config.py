@@ -167,8 +167,13 @@ class AdapterSpec(_Strict):
 
 
 class IngestSettings(_Strict):
-    chunk_tokens: int = Field(200, ge=16)
-    chunk_overlap: int = Field(40, ge=0)
+    # Counted by ingest/chunking.py's regex, not a model's tokenizer: ingesting needs no model.
+    chunk_tokens: int = Field(
+        200,
+        ge=16,
+        description="Chunk size in words and punctuation marks (not model tokens: ~1.1 SmolLM2 tokens each in English).",
+    )
+    chunk_overlap: int = Field(40, ge=0, description="Words and punctuation marks shared by consecutive chunks.")
     batch_size: int = Field(256, ge=1)
     #: A whole file over this many MB (for .jsonl: a line) is skipped and named, not read.
     max_file_mb: float = Field(50.0, gt=0)

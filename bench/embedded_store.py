@@ -22,8 +22,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agentkit.eval_retrieval import load_qrels, load_queries
-from agentkit.eval_metrics import mrr_at_k, ndcg_at_k, recall_at_k
+from agentkit.eval.metrics import mrr_at_k, ndcg_at_k, recall_at_k
+from agentkit.eval.retrieval import load_qrels, load_queries
 from agentkit.types import Passage
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "scifact"

@@ -25,7 +25,8 @@ def main() -> int:
         print(f"skipped: {DATA} is absent (the shared data checkout)")
         return 0
     from agentkit.config import load_config
-    from agentkit.eval_qa import contains_answer, corpus_store, is_abstention, load_questions
+    from agentkit.eval.corpus import corpus_store
+    from agentkit.eval.qa import contains_answer, is_abstention, load_questions
     from agentkit.knowledge.embeddings import OnnxEmbedder
     from agentkit.reasoning import reader
     from agentkit.reasoning.focus import SentenceEncoder

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from embedded_store import DEFAULT_DATA, _english_stemmer, load_scifact
 
-from agentkit.eval_metrics import mrr_at_k, ndcg_at_k, recall_at_k
+from agentkit.eval.metrics import mrr_at_k, ndcg_at_k, recall_at_k
 from agentkit.types import Passage
 
 

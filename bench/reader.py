@@ -32,7 +32,7 @@ def main() -> None:
 
     from agentkit.agent import Agent
     from agentkit.config import load_config
-    from agentkit.eval_qa import corpus_store
+    from agentkit.eval.corpus import corpus_store
     from agentkit.plugins import build_llm
 
     cfg = load_config(None)

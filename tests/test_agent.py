@@ -360,6 +360,22 @@ def test_from_config_none_with_overrides(tmp_path, monkeypatch: pytest.MonkeyPat
     assert agent.ask("What is agentkit?", route=["docs"]).route.targets == ["docs"]
 
 
+def test_from_config_tools_override_replaces_the_configs_tools(tmp_path) -> None:
+    f = tmp_path / "tools.yaml"
+    f.write_text(f"data_dir: {tmp_path}\nllm: {{backend: fake}}\ntools: [calculate]\nsources:\n  notes: {{type: memory}}\n")
+    assert list(Agent.from_config(f).tools) == ["calculate"]
+    for none in ([], ()):  # an explicit empty list means no tools, not "the config's"
+        agent = Agent.from_config(f, tools=none)
+        assert agent.tools == {} and agent.config.tools == []
+
+    def lookup(term: str) -> str:
+        """Look a term up."""
+        return term
+
+    assert list(Agent.from_config(f, tools=[lookup]).tools) == ["lookup"]  # objects replace too
+    assert list(Agent.from_config(f, tools=["convert_units"]).tools) == ["convert_units"]
+
+
 def test_from_config_override_errors_name_the_key(tmp_path) -> None:
     from agentkit.errors import ConfigError
 

@@ -14,7 +14,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_configs_default_is_the_packaged_default() -> None:
-    assert (ROOT / "configs" / "default.yaml").read_text() == DEFAULTS_FILE.read_text()
+    # One source: agentkit loads the packaged file (editable install and wheel alike); the copy
+    # under configs/ is for reading and copying, and must not drift from it.
+    assert DEFAULTS_FILE == Path(__import__("agentkit").__file__).with_name("defaults.yaml")
+    assert (ROOT / "configs" / "default.yaml").read_bytes() == DEFAULTS_FILE.read_bytes(), (
+        "configs/default.yaml differs from agentkit/defaults.yaml, the file agentkit loads: "
+        "edit agentkit/defaults.yaml, then cp agentkit/defaults.yaml configs/default.yaml"
+    )
 
 
 def test_default_config_is_the_embedded_setup(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -88,8 +88,12 @@ def test_ask_retrieves_and_cites_the_right_passages(workspace: Path) -> None:
             # The 135M model's unsupported reply is withheld, not shown as an answer.
             assert answer["text"] == "I could not find this in the sources.", answer
             assert answer["withheld"] or any("no answer" in w for w in answer["warnings"])
-        right += bool(cited)
-    assert right >= 3, f"only {right} of {len(QUESTIONS)} answers cited their passage"
+        # Only the model's own [n] marks count: agentkit infers a citation by word overlap when the
+        # model wrote none (Citation.inferred), and that is agentkit's work, not the model's.
+        by_model = {c["passage_id"] for c in answer["citations"] if not c["inferred"]}
+        right += by_model == {f"{expected}.md#0"}
+    # Measured: 6 of 6 (the quote grammar has the model write the mark); one may slip.
+    assert right >= len(QUESTIONS) - 1, f"only {right} of {len(QUESTIONS)} answers cited their passage themselves"
 
 
 def test_reingest_is_idempotent(workspace: Path) -> None:

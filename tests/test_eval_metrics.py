@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from agentkit.eval_metrics import mrr_at_k, ndcg_at_k, recall_at_k
+from agentkit.eval.metrics import mrr_at_k, ndcg_at_k, recall_at_k
 
 
 def test_ndcg_is_one_for_the_ideal_ranking_and_zero_for_none() -> None:

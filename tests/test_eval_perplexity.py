@@ -21,7 +21,7 @@ from agentkit.errors import (
     ModelNotFound,
     RealModelForbidden,
 )
-from agentkit.eval_perplexity import (
+from agentkit.eval.perplexity import (
     compare,
     corpus_texts,
     perplexity,

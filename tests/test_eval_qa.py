@@ -14,7 +14,7 @@ from agentkit.config import AgentSettings
 from agentkit import Agent
 from agentkit.cli import cli
 from agentkit.errors import InputError
-from agentkit.eval_qa import QAItem, evaluate_qa, load_questions, sample_questions
+from agentkit.eval.qa import QAItem, evaluate_qa, load_questions, sample_questions
 from agentkit.knowledge.memory import MemorySource
 from agentkit.reasoning.citations import REFUSAL
 from agentkit.testing import FakeLLM
@@ -292,7 +292,7 @@ def test_cli_needs_corpus_or_source(qa_files: Path) -> None:
 
 
 def test_a_quoted_answer_counts_despite_curly_quotes() -> None:
-    from agentkit.eval_qa import contains_answer, normalize
+    from agentkit.eval.qa import contains_answer, normalize
 
     assert normalize("“Robert Guiscard,” — he said") == "robert guiscard he said"
     assert contains_answer("The sources say: “Robert Guiscard, an other Norman” [1]", ["Robert Guiscard"])

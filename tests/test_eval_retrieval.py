@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from agentkit.cli import cli
 from agentkit.errors import IngestError
-from agentkit.eval_retrieval import load_qrels, rank_documents
+from agentkit.eval.retrieval import load_qrels, rank_documents
 from agentkit.types import Passage
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"

@@ -146,7 +146,71 @@ def test_reranker_runs_an_onnx_model_from_a_folder(tmp_path: Path) -> None:
     scores = reranker.score("a question", texts)
     assert len(scores) == 3 and all(math.isfinite(s) for s in scores)
     assert reranker.score("a question", texts) == pytest.approx(scores, abs=1e-6)
-    assert ids(reranker.rerank("a question", [P("a", text=texts[0]), P("b", text=texts[1])])) in (
-        ["a", "b"],
-        ["b", "a"],
-    )
+    # Its scores mean nothing, but the order must be theirs: highest first.
+    reranked = reranker.rerank("a question", [P("a", text=texts[0]), P("b", text=texts[1]), P("c", text=texts[2])])
+    assert ids(reranked) == [pid for _, pid in sorted(zip(scores, "abc"), key=lambda t: -t[0])]
+    assert [p.score for p in reranked] == pytest.approx(sorted(scores, reverse=True), abs=1e-6)
+
+
+def overlap_cross_encoder(folder: Path) -> Path:
+    """A BERT-shaped ONNX cross-encoder whose logit is known: how many content tokens of the
+    passage (token type 1) also occur in the query (type 0). No cross-encoder ships offline; this
+    one lets a test say which order is right, through the real tokenizer, pairs, padding and batches."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from agentkit.knowledge import embeddings
+
+    spec = embeddings.BUNDLED["all-MiniLM-L6-v2"]
+    tokenizer = next(f for f in (embeddings._package_file(*t) for t in spec.tokenizers) if f)
+    io = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "length"])
+          for n in ("input_ids", "attention_mask", "token_type_ids")]
+    const = [helper.make_tensor(n, TensorProto.INT64, [len(v)], v)
+             for n, v in (("last_special", [102]), ("zero", [0]), ("one", [1]), ("ax1", [1]), ("ax2", [2]))]
+    node = helper.make_node
+    nodes = [
+        node("Greater", ["input_ids", "last_special"], ["content"]),  # not [PAD] [CLS] [SEP] [UNK]
+        node("Cast", ["attention_mask"], ["attended"], to=TensorProto.BOOL),
+        node("And", ["content", "attended"], ["real"]),
+        node("Equal", ["token_type_ids", "zero"], ["type0"]),
+        node("Equal", ["token_type_ids", "one"], ["type1"]),
+        node("And", ["real", "type0"], ["in_query"]),
+        node("And", ["real", "type1"], ["in_passage"]),
+        node("Unsqueeze", ["input_ids", "ax2"], ["ids_i"]),
+        node("Unsqueeze", ["input_ids", "ax1"], ["ids_j"]),
+        node("Equal", ["ids_i", "ids_j"], ["same"]),  # [batch, i, j]
+        node("Unsqueeze", ["in_passage", "ax2"], ["passage_i"]),
+        node("Unsqueeze", ["in_query", "ax1"], ["query_j"]),
+        node("And", ["passage_i", "query_j"], ["pair"]),
+        node("And", ["same", "pair"], ["hit"]),
+        node("Cast", ["hit"], ["hit_f"], to=TensorProto.FLOAT),
+        node("ReduceMax", ["hit_f"], ["in_both"], axes=[2], keepdims=0),
+        node("ReduceSum", ["in_both", "ax1"], ["logits"], keepdims=1),  # [batch, 1]
+    ]
+    out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1])
+    graph = helper.make_graph(nodes, "overlap", io, [out], initializer=const)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(folder / "model.onnx"))
+    (folder / "tokenizer.json").symlink_to(tokenizer)
+    return folder
+
+
+def test_reranker_puts_the_passage_sharing_most_query_words_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agentkit.knowledge.embeddings import FORBID_ENV
+
+    monkeypatch.delenv(FORBID_ENV, raising=False)  # a 2 KB arithmetic graph, not a model
+    reranker = CrossEncoderReranker(overlap_cross_encoder(tmp_path), batch_size=2, max_length=64)
+    first_stage = [
+        P("coffee", 3.0, "Coffee beans were first roasted in Ethiopia."),
+        P("honey", 2.0, "Bees make honey from nectar."),
+        P("dance", 1.0, "Honey bees tell other bees where flowers are with a waggle dance."),
+    ]
+    out = reranker.rerank("How do bees tell each other where the flowers are?", first_stage)
+    # dance's tokens in the question: bees (twice), tell, other, where, flowers, are; honey's: bees. The
+    # third passage sits alone in the second batch, padded differently from the first two.
+    assert ids(out) == ["dance", "honey", "coffee"]
+    assert [p.score for p in out] == [7.0, 1.0, 0.0]
+    assert [p.metadata["first_stage_score"] for p in out] == [1.0, 2.0, 3.0]

@@ -191,6 +191,26 @@ def test_custom_tokenizer_spans_decide_the_windows() -> None:
         chunk_document(Document("c", "abc", ""), chunk_tokens=4, overlap=4)
 
 
+def test_chunk_sizes_count_words_and_punctuation_marks_as_the_docs_say() -> None:
+    from click.testing import CliRunner
+
+    from agentkit.cli import cli
+    from agentkit.config import IngestSettings
+
+    # "don't" is one word, each comma one mark: 16 words and marks, whatever a model makes of them.
+    text = "Don't stop, " * 8 + "end"
+    chunks = chunk_document(Document("d", text, ""), chunk_tokens=16, overlap=0)
+    assert chunks[0].text == "Don't stop, " * 5 + "Don't"
+    assert chunks[0].metadata["chunking"] == "tokens=16,overlap=0,tokenizer=regex"
+    # The config schema, --help and the README say the same unit (before: just "tokens").
+    for field in ("chunk_tokens", "chunk_overlap"):
+        assert "words and punctuation marks" in (IngestSettings.model_fields[field].description or "").lower()
+    help_text = " ".join(CliRunner().invoke(cli, ["ingest", "--help"]).output.split())
+    assert "Words and punctuation marks per chunk, not model tokens" in help_text
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert "counted in words and punctuation marks, not model tokens" in readme
+
+
 # --- pipeline ---------------------------------------------------------------------------------
 
 

@@ -107,21 +107,23 @@ def test_index_source_is_writable_and_retriever_source_is_not() -> None:
 
 def test_nodes_become_passages_with_node_ids() -> None:
     src = LlamaIndexSource(mock_index(), name="li")
-    found = src.search("anything", k=5)
+    found = src.search("anything", k=len(CORPUS))
     assert {p.id for p in found} == {p.id for p in CORPUS}  # MockEmbedding: every node ties
     tides = next(p for p in found if p.id == "tides#0")
     assert (tides.title, tides.uri, tides.source, tides.text) == ("Tides", "doc://tides#chunk=0", "li", CORPUS[0].text)
     assert tides.metadata == {"topic": "earth", "year": 2020}
-    assert [p.id for p in src.search("anything", k=5)] == [p.id for p in found]
+    assert [p.id for p in src.search("anything", k=len(CORPUS))] == [p.id for p in found]
 
 
 def test_filters_on_index_and_on_retriever() -> None:
     index = mock_index()
-    for src in (LlamaIndexSource(index), LlamaIndexSource(index.as_retriever(similarity_top_k=5))):
-        assert {p.id for p in src.search("x", k=5, filters={"topic": "biology"})} == {"bees#0", "coffee#0"}
-        found = src.search("x", k=5, filters={"topic": ["earth", "software"], "year": 2021})
+    # Every node ties under MockEmbedding: k covers the whole corpus, so only the filter decides.
+    k = len(CORPUS)
+    for src in (LlamaIndexSource(index), LlamaIndexSource(index.as_retriever(similarity_top_k=k))):
+        assert {p.id for p in src.search("x", k=k, filters={"topic": "biology"})} == {"bees#0", "coffee#0"}
+        found = src.search("x", k=k, filters={"topic": ["earth", "software"], "year": 2021})
         assert {p.id for p in found} == {"volcano#0", "rust#0"}
-        assert src.search("x", k=5, filters={"topic": "nothing"}) == []
+        assert src.search("x", k=k, filters={"topic": "nothing"}) == []
 
 
 def test_agent_cites_the_passage_from_the_llama_index() -> None:

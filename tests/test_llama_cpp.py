@@ -9,6 +9,7 @@ import json
 import re
 import struct
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,8 @@ from agentkit.errors import (
     RealModelForbidden,
 )
 from agentkit.llm.base import LLM, GenerationOptions
-from agentkit.llm.llama_cpp import FORBID_ENV, LlamaCppConfig, LlamaCppLLM, LoraConfig
-from agentkit.llm.models import bundled_model_path, resolve_model_path
+from agentkit.llm.llama_cpp import LlamaCppConfig, LlamaCppLLM, LoraConfig
+from agentkit.llm.models import FORBID_ENV, bundled_model_path, resolve_model_path
 from agentkit.types import Message
 
 QUESTION = [Message("user", "What is the capital of France? Answer in one sentence.")]
@@ -135,6 +136,113 @@ def test_from_config_resolves_relative_paths(tmp_path: Path, monkeypatch: pytest
 def test_lora_accepts_pairs_and_objects() -> None:
     model = LlamaCppLLM(lora=[("a.gguf", 1), LoraConfig(path="b.gguf", scale=0.25)])
     assert model.lora == [("a.gguf", 1.0), ("b.gguf", 0.25)]
+
+
+# --- the shared local-model base and the one GGUF reader ----------------------------------
+
+
+def _gguf_header_only(path: Path, arch: str, context_length: int) -> Path:
+    """A GGUF v3 file with a header and no tensors: llama.cpp cannot load it, its header reads."""
+
+    def s(text: str) -> bytes:
+        return struct.pack("<Q", len(text)) + text.encode()
+
+    body = s("general.architecture") + struct.pack("<I", 8) + s(arch)
+    body += s(f"{arch}.context_length") + struct.pack("<II", 4, context_length)
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 2) + body)
+    return path
+
+
+def test_both_local_backends_share_one_base() -> None:
+    from agentkit.llm.local import LocalLLM
+    from agentkit.llm.transformers import TransformersLLM
+
+    for backend in (LlamaCppLLM, TransformersLLM):
+        assert issubclass(backend, LocalLLM)
+        # Locking, re-entry, adapter bookkeeping and the PromptTooLong text live in the base only.
+        for member in ("add_adapter", "_generating", "_refuse_reentry", "_too_long", "close", "warm_up", "_register"):
+            assert member not in vars(backend), f"{backend.__name__} redefines {member}"
+
+
+def test_trained_context_comes_from_the_gguf_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Read by agentkit.llm.gguf, not by a vocab-only llama.cpp load (which refuses this file).
+    monkeypatch.delenv(FORBID_ENV)
+    model = _gguf_header_only(tmp_path / "tiny.gguf", "qwen2", 2048)
+    assert LlamaCppLLM(model, n_ctx=100_000).context_length == 2048
+    assert LlamaCppLLM(model, n_ctx=0).context_length == 2048
+    assert LlamaCppLLM(model, n_ctx=512).context_length == 512
+
+
+def test_an_adapter_that_fails_to_load_is_not_registered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentkit.llm import llama_cpp
+
+    def refuse(llama: Any, path: Path, key: str) -> Any:
+        raise ModelLoadError(f"LoRA adapter {path} could not be loaded; fix or remove {key}")
+
+    monkeypatch.setattr(llama_cpp, "init_lora", refuse)
+    adapter = tmp_path / "other-model.gguf"
+    adapter.write_bytes(b"GGUF")
+    model = LlamaCppLLM()
+    model._loaded = object()  # stands in for a loaded model: add_adapter attaches at once
+    with pytest.raises(ModelLoadError, match="other-model.gguf"):
+        model.add_adapter("tuned", adapter)
+    assert model.adapter_names == []  # before the shared base, "tuned" stayed registered
+    with pytest.raises(InputError, match="reserved"):
+        model.add_adapter("lora:0", adapter)
+
+
+def test_local_base_loads_once_refuses_reentry_and_reloads_after_close() -> None:
+    from agentkit.llm.local import LocalLLM
+
+    class Toy(LocalLLM):
+        loads = 0
+
+        def _source(self) -> Path:
+            return Path("toy")
+
+        def _load(self) -> Any:
+            time.sleep(0.05)  # wide enough for the other threads to arrive while it loads
+            Toy.loads += 1
+            return {"n_ctx": 64}
+
+        def _unload(self) -> None:
+            self._loaded = None
+
+        def _existing_adapter(self, path: Any, key: str) -> Path:
+            return Path(path)
+
+        def _attach(self, loaded: Any, name: str, path: Path, key: str) -> None:
+            pass
+
+        def _switch(self, wanted: Any) -> None:
+            self._active = wanted
+
+        def _trained_context(self, source: Path) -> int | None:
+            return 128
+
+        def _planned_context(self, trained: int | None) -> int:
+            return min(64, trained or 64)
+
+        def _loaded_context(self) -> int:
+            return int(self._loaded["n_ctx"])
+
+    toy = Toy(None, name="toy", lora=[("a.gguf", 0.5)], seed=None)
+    threads = [threading.Thread(target=toy.warm_up) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert Toy.loads == 1 and toy.context_length == 64
+    with toy._generating(toy._wanted(GenerationOptions())):
+        assert toy.active_adapters == {"lora:0": 0.5}
+        with pytest.raises(RuntimeError, match="open stream in this thread"):
+            toy.close()
+    assert isinstance(toy._too_long(100, 64, 128), PromptTooLong)
+    assert "trained for up to 128" in str(toy._too_long(100, 64, 128))
+    toy.close()
+    assert toy._loaded is None
+    toy.warm_up()
+    assert Toy.loads == 2
 
 
 # --- with SmolLM2 ------------------------------------------------------------------------

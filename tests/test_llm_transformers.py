@@ -18,8 +18,6 @@ from typing import Any, NamedTuple
 
 import pytest
 
-pytest.importorskip("peft")
-
 from agentkit.config import parse_config
 from agentkit.errors import (
     ConfigError,
@@ -30,13 +28,9 @@ from agentkit.errors import (
     RealModelForbidden,
 )
 from agentkit.llm.base import LLM, AdapterLLM, GenerationOptions
-from agentkit.llm.models import bundled_model_path
-from agentkit.llm.transformers import (
-    DEFAULT_CONTEXT,
-    FORBID_ENV,
-    TransformersLLM,
-    _gguf_context_length,
-)
+from agentkit.llm.gguf import trained_context
+from agentkit.llm.models import FORBID_ENV, bundled_model_path
+from agentkit.llm.transformers import DEFAULT_CONTEXT, TransformersLLM
 from agentkit.plugins import build_llm, registry
 from agentkit.types import Message
 
@@ -51,6 +45,8 @@ def cache_dir(hf_cache: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def llm(cache_dir: Path) -> TransformersLLM:
+    pytest.importorskip("torch", reason="the gpu extra is not installed: pip install 'agentkit[gpu]'")
+    pytest.importorskip("transformers", reason="the gpu extra is not installed: pip install 'agentkit[gpu]'")
     model = TransformersLLM(cache_dir=cache_dir, seed=1234)
     # Module fixtures are set up before the per-test guard fixture, so lift the guard here.
     with pytest.MonkeyPatch.context() as mp:
@@ -68,6 +64,7 @@ class Adapter(NamedTuple):
 @pytest.fixture(scope="module")
 def adapter(llm: TransformersLLM, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Adapter:
     """A LoRA for SmolLM2 whose B matrices are seeded random (PEFT starts them at zero, a no-op)."""
+    pytest.importorskip("peft", reason="adapters need peft, in the gpu extra: pip install 'agentkit[gpu]'")
     from agentkit.llm.hf import load_hf_model
     from agentkit.testing import noisy_lora
 
@@ -106,7 +103,7 @@ def test_construction_is_cheap_and_names_the_model(tmp_path: Path) -> None:
 
 def test_context_length_is_read_without_loading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(FORBID_ENV)
-    assert _gguf_context_length(bundled_model_path()) == 8192
+    assert trained_context(bundled_model_path()) == 8192
     assert TransformersLLM().context_length == 8192
     assert TransformersLLM(n_ctx=512).context_length == 512
     assert TransformersLLM(n_ctx=100_000).context_length == 8192  # capped at the trained context
@@ -155,6 +152,17 @@ def test_missing_torch_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
     with pytest.raises(MissingDependency, match=r"agentkit\[gpu\]"):
         TransformersLLM().warm_up()
+
+
+def test_peft_is_needed_only_to_attach_an_adapter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "peft" else real(name, *a))
+    # Without adapters the load goes past the dependency check (to the unit-test guard here).
+    with pytest.raises(RealModelForbidden):
+        TransformersLLM().warm_up()
+    adapter = fake_adapter(tmp_path / "a")
+    with pytest.raises(MissingDependency, match=r"peft.*agentkit\[gpu\]"):
+        TransformersLLM()._attach(None, "tuned", adapter, "adapters.tuned.path")  # type: ignore[arg-type]
 
 
 def test_grammar_and_json_schema_are_refused_not_ignored() -> None:

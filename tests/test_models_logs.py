@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from agentkit.cli import cli
 from agentkit.errors import InputError
-from agentkit.llm.gguf import read_gguf
+from agentkit.llm.gguf import read_gguf, trained_context
 from agentkit.llm.models import bundled_model_path
 
 CHATML = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -91,6 +91,23 @@ def test_reader_agrees_with_the_gguf_package_on_the_bundled_model() -> None:
     assert info.chat_template == field("tokenizer.chat_template") and info.template_family == "chatml"
     assert info.quantization == "Q4_1" and info.tensor_count == len(reference.tensors)
     assert info.metadata["tokenizer.ggml.tokens"] == {"array_length": len(reference.fields["tokenizer.ggml.tokens"].data)}
+    # Tensor infos too: the LoRA export checks adapter shapes against them.
+    tensors = read_gguf(path, tensors=True).tensors
+    assert [(t.name, t.shape, t.type_name) for t in tensors.values()] == [
+        (t.name, tuple(int(d) for d in t.shape.tolist()), t.tensor_type.name) for t in reference.tensors
+    ]
+
+
+def test_trained_context_stops_reading_once_it_has_the_value(tmp_path: Path) -> None:
+    # The backends plan a context from this before loading; the vocabulary after it is never read.
+    path = write_gguf(tmp_path / "m.gguf", model_meta(ctx=4096), vocab=100)
+    path.write_bytes(path.read_bytes()[:-700])  # cut inside the vocabulary
+    with pytest.raises(InputError, match="truncated"):
+        read_gguf(path)
+    assert trained_context(path) == 4096
+    assert trained_context(tmp_path / "missing.gguf") is None
+    (tmp_path / "zip.gguf").write_bytes(b"PK\x03\x04 a zip file")
+    assert trained_context(tmp_path / "zip.gguf") is None
 
 
 def test_reader_names_what_is_wrong_with_a_file(tmp_path: Path) -> None:

@@ -166,7 +166,7 @@ def test_a_wrong_key_is_an_error_that_names_the_setting(served: tuple[str, Track
 
 def test_an_unreachable_server_names_the_url_and_the_fix() -> None:
     url = f"http://127.0.0.1:{free_port()}/v1"
-    llm = OpenAICompatLLM(url, "m", max_retries=1, backoff=0.01)
+    llm = OpenAICompatLLM(url, "m", max_retries=1)
     with pytest.raises(ModelUnavailable) as err:
         llm.chat(user("hi"))
     assert url in str(err.value) and "llm.base_url" in str(err.value) and "2 attempt" in str(err.value)
@@ -257,11 +257,11 @@ def test_503_twice_then_200_is_retried() -> None:
         return error(503, "loading model") if count["n"] <= 2 else ok("third time")
 
     with Scripted(script) as server:
-        llm = OpenAICompatLLM(server.url, "m", max_retries=2, backoff=0.01, constraints="openai")
+        llm = OpenAICompatLLM(server.url, "m", max_retries=2, constraints="openai")
         assert llm.chat(user("hi")).text == "third time"
         assert count["n"] == 3
         count["n"] = 0
-        impatient = OpenAICompatLLM(server.url, "m", max_retries=1, backoff=0.01, constraints="openai")
+        impatient = OpenAICompatLLM(server.url, "m", max_retries=1, constraints="openai")
         with pytest.raises(ModelUnavailable, match="kept failing.*503.*loading model"):
             impatient.chat(user("hi"))
 
@@ -274,7 +274,7 @@ def test_429_waits_for_retry_after() -> None:
         return error(429, "slow down", {"Retry-After": "0.3"}) if count["n"] == 1 else ok()
 
     with Scripted(script) as server:
-        llm = OpenAICompatLLM(server.url, "m", backoff=0.01, constraints="openai")
+        llm = OpenAICompatLLM(server.url, "m", constraints="openai")
         t = time.perf_counter()
         llm.chat(user("hi"))
         assert time.perf_counter() - t >= 0.3
@@ -377,6 +377,90 @@ def test_an_error_event_mid_stream_raises() -> None:
         assert next(stream).text == "par"
         with pytest.raises(ModelError, match="out of memory"):
             next(stream)
+
+
+SSE = {"Content-Type": "text/event-stream"}
+
+
+def piece(text: str, finish: str | None = None) -> bytes:
+    chunk = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}]}
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+def test_a_complete_stream_keeps_its_finish_reason() -> None:
+    events = piece("Hel") + piece("lo", "length") + b"data: [DONE]\n\n"
+    with Scripted(lambda m, p, b: (200, SSE, events)) as server:
+        deltas = list(OpenAICompatLLM(server.url, "m", constraints="openai").stream(user("hi")))
+    assert "".join(d.text for d in deltas) == "Hello" and deltas[-1].finish_reason == "length"
+
+
+def test_a_stream_that_ends_without_a_finish_reason_is_an_error_not_a_stop() -> None:
+    # The server (or a proxy) closed the stream cleanly mid-answer: no finish_reason, no [DONE].
+    events = piece("The answer is")
+    with Scripted(lambda m, p, b: (200, SSE, events)) as server:
+        stream = OpenAICompatLLM(server.url, "m", constraints="openai").stream(user("hi"))
+        assert next(stream).text == "The answer is"
+        with pytest.raises(ModelUnavailable, match="without a finish_reason.*cut off") as err:
+            next(stream)
+    assert server.url in str(err.value)
+
+
+def test_a_connection_dropped_mid_stream_is_an_error() -> None:
+    events = piece("The answer is")
+    # Promise more bytes than are sent, then close: the client sees the body end early.
+    headers = {**SSE, "Content-Length": str(len(events) + 500), "Connection": "close"}
+    with Scripted(lambda m, p, b: (200, headers, events)) as server:
+        stream = OpenAICompatLLM(server.url, "m", constraints="openai", timeout=5).stream(user("hi"))
+        with pytest.raises(ModelUnavailable, match="stopped sending mid-answer") as err:
+            list(stream)
+    assert server.url in str(err.value) and "llm.timeout" in str(err.value)
+
+
+def test_an_unparseable_event_is_an_error_that_shows_the_event() -> None:
+    events = piece("par") + b"data: {'not': json\n\n" + piece("tial", "stop")
+    with Scripted(lambda m, p, b: (200, SSE, events)) as server:
+        stream = OpenAICompatLLM(server.url, "m", constraints="openai").stream(user("hi"))
+        assert next(stream).text == "par"
+        with pytest.raises(ModelError, match="not JSON") as err:
+            next(stream)
+    assert "{'not': json" in str(err.value) and server.url in str(err.value)
+
+
+def test_openai_environment_variables_do_not_reach_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The client would read these for api.openai.com; a self-hosted server must not receive them.
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-do-not-send")
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-do-not-send")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://elsewhere.invalid/v1")
+    seen: list[dict[str, str]] = []
+
+    with Scripted(lambda m, p, b: ok()) as server:
+        handler = server.httpd.RequestHandlerClass
+        answer = handler._answer
+
+        def record(self: Any, method: str) -> None:
+            seen.append({k.lower(): v for k, v in self.headers.items()})
+            answer(self, method)
+
+        handler._answer = record  # type: ignore[method-assign]
+        OpenAICompatLLM(server.url, "m", constraints="openai").chat(user("hi"))
+        OpenAICompatLLM(server.url, "m", api_key="mine", constraints="openai").chat(user("hi"))
+    assert "authorization" not in seen[0] and "openai-organization" not in seen[0]
+    assert seen[1]["authorization"] == "Bearer mine"
+
+
+def test_a_non_openai_answer_names_the_url() -> None:
+    with Scripted(lambda m, p, b: (200, {"Content-Type": "text/html"}, b"<html>login</html>")) as server:
+        llm = OpenAICompatLLM(server.url, "m", constraints="openai")
+        with pytest.raises(ModelError, match="base_url") as err:
+            llm.chat(user("hi"))
+    assert server.url in str(err.value)
+
+
+def test_an_old_backoff_setting_still_loads_and_says_it_is_unused(caplog: pytest.LogCaptureFixture) -> None:
+    config = OpenAICompatConfig(base_url="http://127.0.0.1:9/v1", backoff=0.5)
+    with caplog.at_level("WARNING", logger="agentkit.llm.openai_compat"):
+        OpenAICompatLLM.from_config(config)
+    assert "remove backoff" in caplog.text
 
 
 # --- against llama-cpp-python's own server, on the bundled model --------------------------------------

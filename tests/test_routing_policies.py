@@ -17,13 +17,13 @@ from test_definitions import NOT_DEFINITIONAL, PHRASINGS, WHAT_IS_PHRASINGS
 
 from agentkit.cli import cli
 from agentkit.errors import ConfigError
+from agentkit.eval.routing import Label, evaluate_routing, fit_router
 from agentkit.knowledge.dictionary import DictionarySource
 from agentkit.knowledge.memory import MemorySource
 from agentkit.llm.base import Completion, TokenLogprob
 from agentkit.routing.base import Query, Vote, route_class
 from agentkit.routing.confidence import ConfidencePolicy
 from agentkit.routing.dictionary import DictionaryPolicy
-from agentkit.routing.evaluate import Label, evaluate_routing, fit_router
 from agentkit.routing.judge import JudgePolicy
 from agentkit.routing.learned import (
     FEATURES,
@@ -336,15 +336,29 @@ LABELS = [
 ]
 
 
-def test_fitting_on_labelled_questions_learns_the_routes(glossary: DictionarySource) -> None:
+#: Other questions, never fitted on: the learned router is scored on these.
+HELD_OUT = [
+    *(Label(t, "parametric") for t in ("Good morning!", "What is 9 times 6?", "Write a limerick about a cat.",
+                                       "Thank you!")),
+    *(Label(t, "retrieve") for t in ("Does vitamin D prevent fractures?", "prostaglandin E2 in inflamed tissue",
+                                     "How does Cas9 repair breaks?", "aspirin and inflammation")),
+    *(Label(t, "dictionary") for t in ("What is the meaning of lambaste?", "Define the word noun.",
+                                       "lambaste definition", "What does the word noun mean?")),
+]
+
+
+def test_the_learned_router_routes_questions_it_was_not_fitted_on(glossary: DictionarySource) -> None:
     srcs = {"papers": papers(), "glossary": glossary}
+    assert not {lb.question for lb in HELD_OUT} & {lb.question for lb in LABELS}
     cascade = PolicyRouter([RulesPolicy(), DictionaryPolicy(), ProbePolicy()])
-    model, _ = fit_router(cascade, srcs, LABELS, folds=3)
+    model, cv = fit_router(cascade, srcs, LABELS, folds=3)
     assert model.meta["policies"] == ["rules", "dictionary", "probe"] and model.meta["n"] == len(LABELS)
+    assert cv >= 0.9  # each fold scored on questions left out of its fit (measured: 1.0)
     learned = PolicyRouter(cascade.policies, model=model)
-    report = evaluate_routing(learned, srcs, LABELS)
-    assert report.accuracy == 1.0 and report.policy == "learned"
-    d = learned.decide("vitamin D and fractures", srcs)
+    report = evaluate_routing(learned, srcs, HELD_OUT)
+    assert report.policy == "learned"
+    assert report.accuracy == 1.0, report.errors
+    d = learned.decide("Is vitamin D deficiency linked to fractures?", srcs)
     assert d.targets == ["papers"] and d.signals["learned:retrieve"] > 0.5
     assert set(feature_vector(d.signals).nonzero()[0]) <= set(range(len(FEATURES)))
 
@@ -380,6 +394,8 @@ def workspace(tmp_path: Path) -> Path:
     )
     labels = tmp_path / "labels.jsonl"
     labels.write_text("".join(json.dumps({"question": lb.question, "route": lb.route}) + "\n" for lb in LABELS))
+    (tmp_path / "held-out.jsonl").write_text(
+        "".join(json.dumps({"question": lb.question, "route": lb.route}) + "\n" for lb in HELD_OUT))
     result = CliRunner().invoke(cli, ["--config", str(tmp_path / "agentkit.yaml"), "ingest", str(corpus), "--no-progress"])
     assert result.exit_code == 0, result.output
     return tmp_path
@@ -405,9 +421,10 @@ def test_router_fit_then_learned_policy(workspace: Path) -> None:
     assert (workspace / "router.json").is_file() and "cross-validated accuracy" in result.output
     cfg.write_text(cfg.read_text().replace("router:\n", "router:\n  policy: learned\n"))
     result = CliRunner().invoke(cli, ["--config", str(cfg), "eval", "routing", "--labels",
-                                      str(workspace / "labels.jsonl"), "--json"])
+                                      str(workspace / "held-out.jsonl"), "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["policy"] == "learned"
+    report = json.loads(result.output)
+    assert report["policy"] == "learned" and report["accuracy"] == 1.0, report["errors"]
     result = CliRunner().invoke(cli, ["--config", str(cfg), "router", "explain", "What is a noun?"])
     assert "route: glossary" in result.output and "learned:dictionary" in result.output
 

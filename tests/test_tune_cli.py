@@ -146,3 +146,30 @@ def test_ctrl_c_in_tune_train_keeps_a_checkpoint_and_resume_finishes(tmp_path: P
     report = json.loads((tmp_path / "out" / "train_report.json").read_text())
     assert report["resumed_from"] == 1 and report["steps"] == 2
     assert (tmp_path / "out" / "adapter.gguf").is_file()
+
+
+def test_tune_register_keeps_the_configs_comments_and_layout(tmp_path: Path) -> None:
+    config = tmp_path / "agentkit.yaml"
+    original = (
+        "# my settings: read by agentkit\n"
+        "llm: {backend: fake}   # the test model\n"
+        "sources:\n"
+        "  docs: {type: memory, description: 'animal facts'}  # quoted on purpose\n"
+        "# LoRA adapters, kept by hand\n"
+        "adapters:\n"
+        "  old: {path: old.gguf, scale: 0.5}   # the first try\n"
+        "agent:\n"
+        "  top_k: 3  # small corpus\n"
+    )
+    config.write_text(original, encoding="utf-8")
+    (tmp_path / "new.gguf").write_bytes(b"GGUF")
+    result = CliRunner().invoke(cli, ["--config", str(config), "tune", "register", "new", str(tmp_path / "new.gguf"), "--source", "docs"])
+    assert result.exit_code == 0, result.output
+    text = config.read_text()
+    for line in original.splitlines():  # every line, comments included, is still there as written
+        assert line in text.splitlines(), line
+    assert yaml.safe_load(text)["adapters"] == {
+        "old": {"path": "old.gguf", "scale": 0.5},
+        "new": {"path": "new.gguf", "scale": 1.0, "sources": ["docs"]},
+    }
+    assert (tmp_path / "agentkit.yaml.bak").read_text() == original

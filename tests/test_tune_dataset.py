@@ -12,7 +12,7 @@ import pytest
 from agentkit.config import AgentSettings
 from agentkit import Agent
 from agentkit.errors import InputError
-from agentkit.eval_qa import QAItem, contains_answer, evaluate_qa, load_questions
+from agentkit.eval.qa import QAItem, contains_answer, evaluate_qa, load_questions
 from agentkit.ingest.pipeline import ingest
 from agentkit.knowledge.memory import MemorySource
 from agentkit.reasoning.citations import REFUSAL, parse_reply
@@ -405,7 +405,7 @@ def test_random_is_not_global() -> None:
 
 def test_evidence_use_scores_gold_citations_refusals_and_format() -> None:
     from agentkit.tune.dataset import Example
-    from agentkit.tune.evaluate import evaluate_evidence_use
+    from agentkit.eval.adapters import evaluate_evidence_use
 
     def example(i: int, gold: str | None) -> Example:
         shown = ["a#0", "b#0", "c#0"]

@@ -28,6 +28,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from agentkit.errors import ConfigError, ModelLoadError, ModelNotFound
+from agentkit.llm.gguf import read_gguf
 from agentkit.llm.hf import HF_TO_GGUF
 from agentkit.tune import export
 from agentkit.tune.export import export_gguf_lora, read_gguf_lora
@@ -211,11 +212,32 @@ def test_activated_lora_invocation_tokens_are_kept(tiny_base: Path, tmp_path: Pa
     assert meta["adapter.alora.invocation_tokens"] == [5, 7, 9]
 
 
-def test_header_reader_agrees_with_gguf_reader(tiny_base: Path) -> None:
-    metadata, shapes = export._gguf_header(tiny_base)
+def test_the_one_header_reader_agrees_with_gguf_reader(tiny_base: Path, tmp_path: Path) -> None:
+    # Export reads GGUF headers through agentkit.llm.gguf, like `agentkit models` and the backends.
+    header = read_gguf(tiny_base, tensors=True, keep_array=None)
     reader = gguf.GGUFReader(tiny_base)
-    assert metadata == {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}
-    assert shapes == {t.name: tuple(t.shape.tolist()) for t in reader.tensors}
+    assert header.metadata == {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}
+    assert {n: t.shape for n, t in header.tensors.items()} == {t.name: tuple(t.shape.tolist()) for t in reader.tensors}
+    assert {t.type_name for t in header.tensors.values()} == {t.tensor_type.name for t in reader.tensors}
+    assert [t.offset for t in header.tensors.values()] == [int(t.data_offset) - reader.data_offset for t in reader.tensors]
+    assert not hasattr(export, "_gguf_header") and not hasattr(export, "_open_gguf")
+
+
+def test_a_base_with_more_layers_than_kept_array_items_keeps_its_head_counts(tmp_path: Path) -> None:
+    # Per-layer head counts are arrays as long as the model is deep; they must survive the reader.
+    path = tmp_path / "deep.gguf"
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_block_count(80)
+    writer.add_head_count([4] * 80)
+    writer.add_array("tokenizer.ggml.tokens", [f"t{i}" for i in range(5000)])
+    writer.add_tensor("blk.0.attn_q.weight", np.zeros((16, 16), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    base = export._read_base(path)
+    assert base.n_head == [4] * 80 and base.n_head_kv == [4] * 80
+    assert base.shapes == {"blk.0.attn_q.weight": (16, 16)}
 
 
 # --- errors ------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from agentkit import Agent
 from agentkit.cli import cli
 from agentkit.config import AgentSettings, parse_config
 from agentkit.errors import ConfigError
-from agentkit.eval_qa import QAItem, evaluate_qa, exact_match, token_f1
+from agentkit.eval.qa import QAItem, evaluate_qa, exact_match, token_f1
 from agentkit.knowledge.memory import MemorySource
 from agentkit.plugins import hookimpl, load_registry
 from agentkit.reasoning.citations import REFUSAL

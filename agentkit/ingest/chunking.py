@@ -1,5 +1,9 @@
 """Chunking: a `Document` cut into overlapping windows of tokens, each an exact slice of its text.
 
+A token here is a word or a punctuation mark (`regex_tokenize`), not a model token, unless a
+caller passes a model's tokenizer: `chunk_tokens: 200` is 200 words and marks, which SmolLM2
+reads as ~220 tokens (examples/docs: 1.10 per word or mark; at most 257 in one chunk).
+
 Passage ids are `doc_id#i`, so re-ingesting a document replaces its chunks instead of adding more.
 """
 
@@ -118,7 +122,8 @@ def chunk_document(
     """The passages of `doc`: `chunk_tokens`-token windows sharing `overlap` tokens.
 
     `tokenizer` (text -> spans) lets a model's own tokenizer decide what a token is; the default
-    is a word/punctuation regex. A document without any token gives no passages.
+    (what `agentkit ingest` uses) counts words and punctuation marks. A document without any
+    token gives no passages.
     """
     spans = list((tokenizer or regex_tokenize)(doc.text))
     if not spans:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,11 +34,11 @@ HF_TO_GGUF = {
 }
 
 
-def require_torch(extra: str = "tune") -> None:
-    """Raise a `MissingDependency` naming the extra when torch, transformers or peft is absent."""
+def require_torch(extra: str = "tune", packages: Sequence[str] = ("torch", "transformers", "peft")) -> None:
+    """Raise a `MissingDependency` naming the extra when one of `packages` is absent."""
     import importlib.util
 
-    for package in ("torch", "transformers", "peft"):
+    for package in packages:
         if importlib.util.find_spec(package) is None:
             raise MissingDependency(package, extra=extra, purpose=f"agentkit[{extra}]")
 

@@ -2,6 +2,8 @@
 
 Honours grammars, JSON schemas, logprobs and LoRA adapters; counts tokens with the model's own
 tokenizer and chat template, and turns llama.cpp's failures into agentkit's typed errors.
+Over 600 lines because the recording sampler, grammar checks and native-stderr capture are glue
+to llama-cpp-python's internals that belongs beside the one backend that uses it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import logging
 import os
 import re
 import sys
-import threading
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,22 +24,11 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agentkit.errors import (
-    ConfigError,
-    InputError,
-    ModelLoadError,
-    ModelNotFound,
-    PromptTooLong,
-    RealModelForbidden,
-)
+from agentkit.errors import ConfigError, InputError, ModelLoadError, ModelNotFound, PromptTooLong
+from agentkit.llm import gguf
 from agentkit.llm.base import Completion, Delta, GenerationOptions, TokenLogprob
-from agentkit.llm.models import (
-    BUNDLED_FILE,
-    FORBID_ENV,
-    LoraConfig,
-    adapters_for_call,
-    resolve_model_path,
-)
+from agentkit.llm.local import ALWAYS_ON, Adapters, LocalLLM
+from agentkit.llm.models import BUNDLED_FILE, LoraConfig, resolve_model_path
 from agentkit.llm.models import absolute as _absolute
 from agentkit.types import Message, Usage
 
@@ -201,12 +191,11 @@ def _recording_llama() -> type[Llama]:
     return _RecordingLlama
 
 
-class LlamaCppLLM:
+class LlamaCppLLM(LocalLLM):
     """A GGUF chat model run by llama.cpp (via llama-cpp-python).
 
-    Construction is cheap; the model loads on first use (or `warm_up()`), once, under a lock.
-    One model serves one generation at a time: concurrent calls from other threads wait, and a
-    stream holds the model until it is exhausted or closed.
+    Construction is cheap; loading, locking and adapter bookkeeping are `LocalLLM`'s: the model
+    loads on first use, once, and serves one generation at a time.
     """
 
     config_model = LlamaCppConfig
@@ -228,33 +217,21 @@ class LlamaCppLLM:
     ) -> None:
         if n_ctx < 0:
             raise ValueError(f"n_ctx must be >= 0 (0 = the model's trained context), got {n_ctx}")
-        self.model_path = model_path
-        self.name = Path(model_path).stem if model_path is not None else Path(BUNDLED_FILE).stem
+        name = Path(model_path).stem if model_path is not None else Path(BUNDLED_FILE).stem
+        super().__init__(model_path, name=name, lora=[_lora_pair(item) for item in lora or []], seed=seed)
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.n_batch = n_batch
         self.n_gpu_layers = n_gpu_layers
-        self.seed = seed
         self.chat_format = chat_format
-        self.lora = [_lora_pair(item) for item in lora or []]
-        #: Named adapters, switched per call with GenerationOptions.adapters (see add_adapter).
-        self.adapters: dict[str, Path] = {}
         #: Loaded adapter handles by name; the always-on `lora` entries are named "lora:<i>".
         self._handles: dict[str, Any] = {}
-        #: The (name, scale) pairs now set on the context.
-        self._active: tuple[tuple[str, float], ...] = ()
         self.logprobs = logprobs
         self.verbose = verbose
-        self._llama: Any = None
         self._formatter: Jinja2ChatFormatter | None = None
-        self._load_lock = threading.Lock()
-        # A plain Lock, not an RLock: a stream abandoned in one thread may be finalized (and
-        # release the lock) in another. `_owner` turns same-thread re-entry into an error.
-        self._generate_lock = threading.Lock()
-        self._owner: int | None = None
         self._grammars: collections.OrderedDict[str, LlamaGrammar] = collections.OrderedDict()
-        for name, path in (adapters or {}).items():
-            self.add_adapter(name, path)
+        for adapter, path in (adapters or {}).items():
+            self._register(adapter, path, f"adapters.{adapter}.path")
 
     @classmethod
     def from_config(cls, config: LlamaCppConfig) -> LlamaCppLLM:
@@ -277,59 +254,37 @@ class LlamaCppLLM:
 
     # --- loading --------------------------------------------------------------------------
 
-    def warm_up(self) -> None:
-        """Load the model now rather than on the first call."""
-        self._model()
-
-    def close(self) -> None:
-        """Free the model; the next call loads it again."""
-        self._refuse_reentry()
-        with self._load_lock, self._generate_lock:
-            if self._llama is not None:
-                self._llama.close()
-                self._llama = None
-
     @property
-    def context_length(self) -> int:
-        """Tokens the context holds: once loaded, llama.cpp's figure; before, the size it will get.
+    def _llama(self) -> Llama | None:
+        """The loaded llama_cpp model, or None."""
+        return self._loaded  # type: ignore[no-any-return]
 
-        Never loads the model: on Python < 3.12 `isinstance(x, LLM)` reads every protocol
-        member, and a type check must not load weights (or trip the unit-test guard).
-        """
-        if self._llama is not None:
-            return int(self._llama.n_ctx())
-        if os.environ.get(FORBID_ENV) == "1":
-            return self.n_ctx
-        try:
-            path = resolve_model_path(self.model_path)
-        except ModelNotFound:
-            return self.n_ctx
-        return self._planned_context(path)
+    def _source(self) -> Path:
+        return resolve_model_path(self.model_path)
 
-    def _planned_context(self, path: Path) -> int:
+    def _trained_context(self, source: Path) -> int | None:
+        return trained_context(source)
+
+    def _planned_context(self, trained: int | None) -> int:
         """`n_ctx`, capped at (or, when 0, set to) the context the model was trained for."""
-        trained = trained_context(path)
         if not trained:
             return self.n_ctx
         return trained if self.n_ctx == 0 else min(self.n_ctx, trained)
 
+    def _loaded_context(self) -> int:
+        return int(self._loaded.n_ctx())
+
+    def _unload(self) -> None:
+        self._loaded.close()
+        self._loaded = None
+
     def _model(self) -> Llama:
-        llama = self._llama
-        if llama is None:
-            with self._load_lock:
-                if self._llama is None:
-                    self._llama = self._load()
-                llama = self._llama
-        return llama  # type: ignore[no-any-return]
+        return super()._model()  # type: ignore[no-any-return]
 
     def _load(self) -> Llama:
-        path = resolve_model_path(self.model_path)
-        adapters = [(_existing_lora(p), scale) for p, scale in self.lora]
-        if os.environ.get(FORBID_ENV) == "1":
-            raise RealModelForbidden(
-                f"refusing to load {path}: a unit test tried to load a real model; "
-                "use agentkit.testing.FakeLLM or mark the test with @pytest.mark.real_model"
-            )
+        path = self._source()
+        adapters = [(self._existing_adapter(p, "llm.lora"), scale) for p, scale in self.lora]
+        self._refuse_real_model(path)
         from llama_cpp import llama_chat_format
 
         if self.chat_format is not None and not self._uses_gguf_template():
@@ -340,9 +295,9 @@ class LlamaCppLLM:
                     f"llm.chat_format: {exc}; or leave it unset to use the model's own template"
                 ) from exc
 
-        # The same switch Llama(verbose=...) flips, needed before the metadata peek below.
+        # The same switch Llama(verbose=...) flips, set before the load so that it covers all of it.
         logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if self.verbose else logging.ERROR)
-        n_ctx = self._planned_context(path)
+        n_ctx = self._planned_context(trained_context(path))
         threads = self.n_threads or physical_cores()
         kwargs: dict[str, Any] = {}
         if self.seed is not None:
@@ -363,51 +318,31 @@ class LlamaCppLLM:
         except (ValueError, RuntimeError) as exc:
             raise ModelLoadError(_load_failure(path, exc)) from exc
         try:
-            self._handles = {f"lora:{i}": init_lora(llama, p, "llm.lora") for i, (p, _) in enumerate(adapters)}
+            self._handles = {}
+            for i, (p, _) in enumerate(adapters):
+                self._attach(llama, f"{ALWAYS_ON}{i}", p, "llm.lora")
             for name, p in self.adapters.items():
-                self._handles[name] = init_lora(llama, p, f"adapters.{name}")
+                self._attach(llama, name, p, f"adapters.{name}")
             self._active = ()
-            self._switch(llama, self._default_adapters())
+            self._apply(llama, self._default_adapters())
             self._formatter = self._template(llama)
         except BaseException:
             llama.close()
             raise
         return llama
 
-    # --- adapters ---------------------------------------------------------------------------
+    # --- adapters (GGUF LoRA files; the bookkeeping is LocalLLM's) ---------------------------
 
-    def add_adapter(self, name: str, path: str | os.PathLike[str]) -> None:
-        """Register a GGUF LoRA under `name`, for `GenerationOptions(adapters={name: scale})`.
+    def _existing_adapter(self, path: str | os.PathLike[str], key: str) -> Path:
+        return _existing_lora(path, key)
 
-        It is loaded beside the base model (at once if the model is already loaded); switching
-        to it later only re-points the context, the base weights stay where they are.
-        """
-        if not name or name.startswith("lora:"):
-            raise InputError(f"adapter name {name!r} is reserved or empty; pick another name")
-        if name in self.adapters:
-            raise InputError(f"an adapter named {name!r} is already registered ({self.adapters[name]})")
-        resolved = _existing_lora(path, f"adapters.{name}.path")
-        with self._load_lock:
-            self.adapters[name] = resolved
-            if self._llama is not None:
-                self._handles[name] = init_lora(self._llama, resolved, f"adapters.{name}")
+    def _attach(self, loaded: Any, name: str, path: Path, key: str) -> None:
+        self._handles[name] = init_lora(loaded, path, key)
 
-    @property
-    def adapter_names(self) -> list[str]:
-        return list(self.adapters)
+    def _switch(self, wanted: Adapters) -> None:
+        self._apply(self._loaded, wanted)
 
-    @property
-    def active_adapters(self) -> dict[str, float]:
-        """The adapters set on the context now (name -> scale); always-on ones as "lora:<i>"."""
-        return dict(self._active)
-
-    def _default_adapters(self) -> tuple[tuple[str, float], ...]:
-        return tuple((f"lora:{i}", scale) for i, (_, scale) in enumerate(self.lora))
-
-    def _wanted(self, options: GenerationOptions) -> tuple[tuple[str, float], ...]:
-        return adapters_for_call([scale for _, scale in self.lora], options.adapters, self.adapters, self.name)
-
-    def _switch(self, llama: Llama, wanted: tuple[tuple[str, float], ...]) -> None:
+    def _apply(self, llama: Llama, wanted: Adapters) -> None:
         """Point the context at `wanted`; a change drops the cached prompt (its KV was computed
         with other weights). Measured in bench/adapters.py: ~0.1 ms, versus a whole model load."""
         wanted = tuple((n, s) for n, s in wanted if s != 0.0)
@@ -483,7 +418,7 @@ class LlamaCppLLM:
         llama = self._model()
         request, _ = self._request(llama, messages, options)
         top_n = options.logprobs if options.logprobs is not None else (0 if self.logprobs else None)
-        with self._generating(llama, _Recorder(top_n), self._wanted(options)) as rec:
+        with self._recording(llama, _Recorder(top_n), self._wanted(options)) as rec:
             try:
                 response: Any = llama.create_chat_completion(**request)
             except ValueError as exc:
@@ -513,9 +448,9 @@ class LlamaCppLLM:
         return self._stream(llama, request, n_prompt, self._wanted(options))
 
     def _stream(
-        self, llama: Llama, request: dict[str, Any], n_prompt: int, adapters: tuple[tuple[str, float], ...]
+        self, llama: Llama, request: dict[str, Any], n_prompt: int, adapters: Adapters
     ) -> Generator[Delta, None, None]:
-        with self._generating(llama, _Recorder(None), adapters) as rec:
+        with self._recording(llama, _Recorder(None), adapters) as rec:
             chunks: Any = llama.create_chat_completion(stream=True, **request)
             finish = "stop"
             try:
@@ -542,7 +477,7 @@ class LlamaCppLLM:
     ) -> tuple[dict[str, Any], int]:
         n_prompt, exact = self._prompt_tokens(llama, messages)
         if exact and n_prompt >= llama.n_ctx():
-            raise self._too_long(n_prompt, llama.n_ctx())
+            raise self._too_long(n_prompt, llama.n_ctx(), _trained_context_of(llama))
         seed = options.seed if options.seed is not None else self.seed
         request: dict[str, Any] = {
             "messages": [m.to_dict() for m in messages],
@@ -557,47 +492,21 @@ class LlamaCppLLM:
         return request, n_prompt
 
     @contextlib.contextmanager
-    def _generating(
-        self, llama: Llama, recorder: _Recorder, adapters: tuple[tuple[str, float], ...]
-    ) -> Iterator[_Recorder]:
-        """Hold the model for one generation, with these adapters; other threads wait their turn."""
-        self._refuse_reentry()
-        with self._generate_lock:
-            self._switch(llama, adapters)
-            self._owner = threading.get_ident()
+    def _recording(self, llama: Llama, recorder: _Recorder, adapters: Adapters) -> Iterator[_Recorder]:
+        """Hold the model for one generation (`LocalLLM._generating`), its sampler reporting to `recorder`."""
+        with self._generating(adapters):
             llama.recorder = recorder  # type: ignore[attr-defined]
             try:
                 yield recorder
             finally:
                 llama.recorder = None  # type: ignore[attr-defined]
-                self._owner = None
-
-    def _refuse_reentry(self) -> None:
-        if self._owner == threading.get_ident():
-            raise RuntimeError(
-                f"{self.name} is still generating for an open stream in this thread; "
-                "exhaust or close() that stream first"
-            )
-
-    def _too_long(self, n_prompt: int, n_ctx: int) -> PromptTooLong:
-        trained = _trained_context_of(self._llama)
-        if trained and n_ctx < trained:
-            fix = (
-                f"raise llm.n_ctx (this model was trained for up to {trained}) "
-                "or shorten the question / use fewer passages"
-            )
-        else:
-            fix = "shorten the question or use fewer, shorter passages (n_ctx is already the model's maximum)"
-        return PromptTooLong(
-            f"the prompt has {n_prompt} tokens but {self.name}'s context holds {n_ctx} (llm.n_ctx); {fix}"
-        )
 
     def _too_long_from(self, exc: ValueError) -> PromptTooLong | None:
         """llama_cpp's own context check, for prompts whose length could only be estimated."""
         found = _TOO_LONG.search(str(exc))
         if found is None:
             return None
-        return self._too_long(int(found.group(1)), int(found.group(2)))
+        return self._too_long(int(found.group(1)), int(found.group(2)), _trained_context_of(self._llama))
 
     def _grammar(self, llama: Llama, options: GenerationOptions) -> LlamaGrammar | None:
         from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
@@ -648,36 +557,9 @@ def _existing_lora(path: str | os.PathLike[str], key: str = "llm.lora") -> Path:
     return resolved
 
 
-@functools.lru_cache(maxsize=32)
 def trained_context(path: Path) -> int | None:
-    """The context length the GGUF was trained for, read with a vocab-only load (~0.1 s)."""
-    import ctypes
-
-    import llama_cpp
-
-    # This peek can run before any Llama(verbose=...) has set llama.cpp's log level: default to quiet.
-    log = logging.getLogger("llama-cpp-python")
-    if log.level == logging.NOTSET:
-        log.setLevel(logging.ERROR)
-    params = llama_cpp.llama_model_default_params()
-    params.vocab_only = True
-    try:
-        model = llama_cpp.llama_model_load_from_file(str(path).encode("utf-8"), params)
-    except Exception:  # the full load that follows reports the real problem
-        return None
-    if not model:
-        return None
-    try:
-        buf = ctypes.create_string_buffer(256)
-
-        def meta(key: str) -> str | None:
-            n = llama_cpp.llama_model_meta_val_str(model, key.encode("utf-8"), buf, ctypes.sizeof(buf))
-            return buf.value.decode("utf-8", errors="replace") if n >= 0 else None
-
-        value = meta(f"{meta('general.architecture')}.context_length")
-        return int(value) if value and value.isdigit() else None
-    finally:
-        llama_cpp.llama_model_free(model)
+    """The context length the GGUF was trained for, from its header (agentkit.llm.gguf)."""
+    return gguf.trained_context(path)
 
 
 def _trained_context_of(llama: Llama | None) -> int | None:
@@ -699,7 +581,7 @@ def _load_failure(path: Path, exc: Exception) -> str:
     else:
         if not head:
             reason = "the file is empty"
-        elif head != b"GGUF":
+        elif head != gguf.MAGIC:
             reason = f"it is not a GGUF file (it starts with {head!r}, not b'GGUF')"
         elif "context" in str(exc):
             # The weights loaded but the KV cache did not fit.

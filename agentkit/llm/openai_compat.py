@@ -1,7 +1,9 @@
 """A model on a server: any OpenAI-compatible endpoint (llama-server, vLLM, Ollama, agentkit serve).
 
-Streams over SSE, retries connection failures, 429 and 5xx with backoff, and sends grammar /
-JSON-schema constraints in the spelling the server understands.
+The official `openai` client does the HTTP: streaming, retries with backoff, timeouts. This module
+adds what it lacks: the grammar / JSON-schema spelling each server understands (sent as
+`extra_body`), what the server is and how long its context is, exact token counts, and errors that
+name the URL and the setting to change.
 """
 
 from __future__ import annotations
@@ -9,10 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import threading
-import time
 from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
@@ -24,7 +25,10 @@ from agentkit.llm.base import Completion, Delta, GenerationOptions, TokenLogprob
 from agentkit.types import Message, Usage
 
 if TYPE_CHECKING:
-    import httpx
+    import httpx2
+    import openai
+    from openai import Stream
+    from openai.types.chat import ChatCompletionChunk
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +36,13 @@ Constraints = Literal["auto", "llama_cpp", "vllm", "openai", "none"]
 
 #: Used when neither the config nor the server says how long the context is.
 DEFAULT_CONTEXT = 4096
-#: Statuses worth another try: rate limited, or the server (or a proxy before it) failing.
-RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 #: Template tokens assumed per message: the server's chat template is not visible from here.
 MESSAGE_OVERHEAD = 4
 #: Without a tokenize endpoint, one token per this many characters: a deliberate overestimate,
 #: so that prompts budgeted with it still fit (English BPE averages about 4).
 CHARS_PER_TOKEN = 3.0
+#: The chat-completion fields sent as the client's own arguments; everything else goes in extra_body.
+_NAMED = frozenset({"model", "messages", "temperature", "stream", "max_tokens", "stop", "seed", "stream_options", "logprobs", "top_logprobs"})
 
 
 class ModelUnavailable(ModelError):
@@ -57,7 +61,9 @@ class OpenAICompatConfig(BaseModel):
     timeout: float = Field(default=120.0, gt=0, description="seconds to wait for the server's next bytes")
     connect_timeout: float = Field(default=5.0, gt=0, description="seconds to wait for a connection")
     max_retries: int = Field(default=2, ge=0, le=10, description="extra tries on connection errors, 429 and 5xx")
-    backoff: float = Field(default=0.5, ge=0, description="first retry delay in seconds; doubles each try")
+    backoff: float | None = Field(
+        default=None, ge=0, description="ignored, kept so that older configs load: the openai client waits 0.5 s, doubling"
+    )
     context_length: int | None = Field(default=None, ge=1, description="None = ask the server, else 4096")
     constraints: Constraints = Field(
         default="auto", description="how grammar / json_schema are sent: auto detects llama_cpp or vllm, else openai"
@@ -106,7 +112,7 @@ class OpenAICompatLLM:
         timeout: float = 120.0,
         connect_timeout: float = 5.0,
         max_retries: int = 2,
-        backoff: float = 0.5,
+        backoff: float | None = None,
         context_length: int | None = None,
         constraints: Constraints = "auto",
         extra_body: dict[str, Any] | None = None,
@@ -117,14 +123,19 @@ class OpenAICompatLLM:
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.max_retries = max_retries
-        self.backoff = backoff
+        if backoff is not None:
+            log.warning(
+                "llm.backoff is no longer used: the openai client waits 0.5 s before the first retry, doubling up "
+                "to 8 s, or what the server's Retry-After says; remove backoff from the config"
+            )
         self._context_length = context_length
         self.constraints: Constraints = constraints
         self.extra_body = dict(extra_body or {})
         self.name = model or urlsplit(self.base_url).netloc
-        self._client: httpx.Client | None = None
+        self._client: openai.OpenAI | None = None
         self._info: _ServerInfo | None = None
         self._lock = threading.Lock()
+        self._client_lock = threading.Lock()  # its own: the server probe holds _lock while it builds the client
         #: How to count tokens, found on first use: (path, body key, tokens baseline) or None.
         self._tokenizer: tuple[str, str, int] | None | Literal[False] = False
         self._counts: dict[str, int] = {}
@@ -175,31 +186,33 @@ class OpenAICompatLLM:
 
     def chat(self, messages: Sequence[Message], options: GenerationOptions | None = None) -> Completion:
         options = options or GenerationOptions()
-        body = self._body(messages, options, stream=False)
-        response = self._send("POST", "/chat/completions", body)
-        data = _json(response, self.base_url)
-        try:
-            choice = data["choices"][0]
-            text = choice["message"].get("content") or ""
-        except (KeyError, IndexError, TypeError, AttributeError):
-            raise ModelError(f"{self.base_url}/chat/completions answered without choices[0].message: {str(data)[:300]}") from None
-        usage = data.get("usage") or {}
+        url = self.base_url + "/chat/completions"
+        with self._errors(url):
+            reply = self._api().chat.completions.create(**self._request(messages, options, stream=False))
+        # Servers answer in more shapes than the client's types: read each field defensively.
+        choices = getattr(reply, "choices", None)
+        message = getattr(choices[0], "message", None) if isinstance(choices, list) and choices else None
+        if message is None:
+            raise ModelError(f"{url} answered without choices[0].message: {_show(reply)}; is llm.base_url an OpenAI-compatible API?")
+        choice = choices[0]
+        usage = getattr(reply, "usage", None)
         return Completion(
-            text=text,
-            usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)),
-            finish_reason=choice.get("finish_reason") or "stop",
-            logprobs=_logprobs(choice.get("logprobs")) if options.logprobs is not None else None,
+            text=getattr(message, "content", None) or "",
+            usage=Usage(int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0)),
+            finish_reason=getattr(choice, "finish_reason", None) or "stop",
+            logprobs=_logprobs(getattr(choice, "logprobs", None)) if options.logprobs is not None else None,
         )
 
     def stream(self, messages: Sequence[Message], options: GenerationOptions | None = None) -> Iterator[Delta]:
         """Yield text as the server sends it; the last `Delta` has `finish_reason` and `usage`.
 
-        The request is sent (and connection errors raised) here, before the first `next()`.
+        The request is sent (and connection errors raised) here, before the first `next()`. A stream
+        that ends before the server said why it finished raises `ModelUnavailable`: the answer is cut.
         """
         options = options or GenerationOptions()
-        body = self._body(messages, options, stream=True)
-        response = self._send("POST", "/chat/completions", body, stream=True)
-        return _Stream(self._deltas(response, messages), response)
+        with self._errors(self.base_url + "/chat/completions"):
+            chunks = self._api().chat.completions.create(**self._request(messages, options, stream=True))
+        return _Stream(self._deltas(chunks, messages), chunks)
 
     def count_tokens(self, text: str) -> int:
         """Exact when the server has a tokenize endpoint (llama-server, llama-cpp-python, vLLM,
@@ -225,63 +238,61 @@ class OpenAICompatLLM:
 
     # --- requests -------------------------------------------------------------------------------
 
-    def _http(self) -> httpx.Client:
+    def _api(self) -> openai.OpenAI:
         if self._client is None:
-            import httpx
-
-            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-            timeout = httpx.Timeout(self.timeout, connect=self.connect_timeout)
-            self._client = httpx.Client(headers=headers, timeout=timeout)
+            with self._client_lock:
+                if self._client is None:
+                    self._client = _client(self)
         return self._client
 
-    def _send(
-        self, method: str, path: str, body: dict[str, Any] | None = None, *, stream: bool = False, retries: int | None = None
-    ) -> httpx.Response:
-        """One request, retried on connection errors, 429 and 5xx; errors become ModelErrors."""
-        import httpx
+    def _auth(self) -> dict[str, Any]:
+        """Per-request headers: without a key, no Authorization header at all."""
+        import openai
 
-        url = self.base_url + path if path.startswith("/") else path
-        attempts = (self.max_retries if retries is None else retries) + 1
-        for attempt in range(attempts):
-            last = attempt == attempts - 1
-            try:
-                request = self._http().build_request(method, url, json=body)
-                response = self._http().send(request, stream=stream)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
-                if last:
-                    raise ModelUnavailable(
-                        f"cannot reach the model server at {url} ({type(exc).__name__}: {exc}) after {attempts} "
-                        f"attempt(s); start the server (e.g. python -m llama_cpp.server --model MODEL.gguf, "
-                        f"llama-server -m MODEL.gguf, vllm serve MODEL) or fix llm.base_url"
-                    ) from exc
-                self._sleep(attempt, None)
-                continue
-            except httpx.TimeoutException as exc:
-                raise ModelUnavailable(
-                    f"the model server at {url} sent nothing for {self.timeout:g} s ({type(exc).__name__}); "
-                    "raise llm.timeout for slow models or long prompts, or check the server's load"
-                ) from exc
-            if response.status_code < 400:
-                return response
-            if response.status_code in RETRY_STATUSES and not last:
-                retry_after = response.headers.get("retry-after")
-                response.close()
-                self._sleep(attempt, retry_after)
-                continue
-            response.read()
-            raise self._http_error(url, response, attempts)
-        raise AssertionError("unreachable")
+        return {} if self.api_key else {"Authorization": openai.omit}
 
-    def _sleep(self, attempt: int, retry_after: str | None) -> None:
-        delay = self.backoff * (2**attempt) * (1 + random.random() / 4)
-        if retry_after is not None:
-            try:
-                delay = max(delay, min(float(retry_after), 30.0))
-            except ValueError:
-                pass
-        time.sleep(min(delay, 30.0))
+    @contextmanager
+    def _errors(self, url: str) -> Iterator[None]:
+        """Turn the client's exceptions into ModelErrors that name the URL and what to change."""
+        import httpx2
+        import openai
 
-    def _http_error(self, url: str, response: httpx.Response, attempts: int) -> ModelError | PromptTooLong:
+        attempts = self.max_retries + 1
+        try:
+            yield
+        except openai.APITimeoutError as exc:  # before APIConnectionError: it is a subclass
+            if isinstance(exc.__cause__, httpx2.ConnectTimeout):
+                raise _unreachable(url, exc.__cause__, attempts) from exc
+            raise ModelUnavailable(
+                f"the model server at {url} sent nothing for {self.timeout:g} s; raise llm.timeout for slow models "
+                "or long prompts, or check the server's load"
+            ) from exc
+        except openai.APIConnectionError as exc:
+            raise _unreachable(url, exc.__cause__ or exc, attempts) from exc
+        except openai.APIStatusError as exc:
+            raise self._http_error(url, exc.response, attempts) from None
+        except openai.APIResponseValidationError as exc:
+            raise ModelError(
+                f"{url} answered what is not an OpenAI response ({exc.response.text[:200]!r}); "
+                "is llm.base_url an OpenAI-compatible API?"
+            ) from None
+
+    def _call(self, method: Literal["GET", "POST"], url: str, body: dict[str, Any] | None = None, *, retries: int | None = None) -> dict[str, Any]:
+        """A request outside the chat API (/models, /props, /tokenize), answered with a JSON object."""
+        api = self._api()
+        options: Any = {"headers": self._auth(), "max_retries": self.max_retries if retries is None else retries}
+        with self._errors(url):
+            if method == "GET":
+                data = api.get(url, cast_to=object, options=options)
+            else:
+                data = api.post(url, cast_to=object, body=body, options=options)
+        if isinstance(data, (str, bytes)):
+            raise ModelError(f"{url} did not answer JSON (got {data[:200]!r}); is llm.base_url an OpenAI-compatible API?")
+        if not isinstance(data, dict):
+            raise ModelError(f"{url} answered {type(data).__name__}, not a JSON object")
+        return data
+
+    def _http_error(self, url: str, response: httpx2.Response, attempts: int) -> ModelError | PromptTooLong:
         status = response.status_code
         message = _error_message(response)
         if status in (401, 403):
@@ -300,64 +311,84 @@ class OpenAICompatLLM:
                 f"the model server at {url} says the prompt does not fit ({message}); set llm.context_length "
                 "to the server's context size so agentkit trims evidence to fit, or shorten the question"
             )
-        if status in RETRY_STATUSES:
-            return ModelUnavailable(f"the model server at {url} kept failing ({status}: {message}) after {attempts} attempt(s)")
+        if status in (408, 409, 429) or status >= 500:  # the statuses the client retries
+            return ModelUnavailable(
+                f"the model server at {url} kept failing ({status}: {message}) after {attempts} attempt(s); "
+                "check its log, or raise llm.max_retries if it is only busy"
+            )
         return ModelError(f"the model server at {url} rejected the request ({status}: {message})")
 
-    def _body(self, messages: Sequence[Message], options: GenerationOptions, *, stream: bool) -> dict[str, Any]:
+    def _request(self, messages: Sequence[Message], options: GenerationOptions, *, stream: bool) -> dict[str, Any]:
+        """The arguments of `chat.completions.create`: standard fields by name, the server's own in extra_body."""
         style = self._style() if options.grammar is not None or options.json_schema is not None or options.repeat_penalty else self.constraints
-        body: dict[str, Any] = {
-            **self.extra_body,
+        named: dict[str, Any] = {
             "model": self._model_id(),
             "messages": [m.to_dict() for m in messages],
             "temperature": options.temperature,
             "stream": stream,
         }
         if options.max_tokens and options.max_tokens > 0:
-            body["max_tokens"] = options.max_tokens
+            # max_tokens, not max_completion_tokens: llama.cpp, vLLM and Ollama read this one.
+            named["max_tokens"] = options.max_tokens
         if options.stop:
-            body["stop"] = list(options.stop)
+            named["stop"] = list(options.stop)
         if options.seed is not None:
-            body["seed"] = options.seed
+            named["seed"] = options.seed
         if stream:
-            body["stream_options"] = {"include_usage": True}
+            named["stream_options"] = {"include_usage": True}
         if options.logprobs is not None:
-            body["logprobs"] = True
+            named["logprobs"] = True
             if options.logprobs > 0:
-                body["top_logprobs"] = options.logprobs
+                named["top_logprobs"] = options.logprobs
+        # extra_body overrides the named fields on the wire, so the config's cannot replace ours.
+        extra = {k: v for k, v in self.extra_body.items() if k not in _NAMED}
         if options.repeat_penalty is not None:
             # A sampling hint, not a constraint: dropped where the server has no such knob.
             if style == "llama_cpp":
-                body["repeat_penalty"] = options.repeat_penalty
+                extra["repeat_penalty"] = options.repeat_penalty
             elif style == "vllm":
-                body["repetition_penalty"] = options.repeat_penalty
-        body.update(_constraint(options, style, self.base_url))
-        return body
+                extra["repetition_penalty"] = options.repeat_penalty
+        extra.update(_constraint(options, style, self.base_url))
+        return {**named, "extra_body": extra or None, "extra_headers": self._auth()}
 
-    def _deltas(self, response: httpx.Response, messages: Sequence[Message]) -> Generator[Delta, None, None]:
-        finish, usage, pieces = "stop", None, 0
+    def _deltas(self, chunks: Stream[ChatCompletionChunk], messages: Sequence[Message]) -> Generator[Delta, None, None]:
+        import openai
+
+        url = self.base_url + "/chat/completions"
+        finish: str | None = None
+        usage, pieces = None, 0
         try:
-            for data in _sse_events(response):
-                if data.get("error"):
-                    err = data["error"]
-                    raise ModelError(f"the model server at {self.base_url} failed mid-answer: {err.get('message', err) if isinstance(err, dict) else err}")
-                if data.get("usage"):
-                    u = data["usage"]
-                    usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
-                for choice in data.get("choices") or []:
-                    text = (choice.get("delta") or {}).get("content")
+            for chunk in chunks:
+                u = getattr(chunk, "usage", None)
+                if u:
+                    usage = Usage(int(getattr(u, "prompt_tokens", 0) or 0), int(getattr(u, "completion_tokens", 0) or 0))
+                for choice in getattr(chunk, "choices", None) or []:
+                    text = getattr(getattr(choice, "delta", None), "content", None)
                     if text:
                         pieces += 1
                         yield Delta(text)
-                    finish = choice.get("finish_reason") or finish
-        except _read_errors() as exc:
+                    finish = getattr(choice, "finish_reason", None) or finish
+        except json.JSONDecodeError as exc:
+            raise ModelError(
+                f"the model server at {url} sent a stream event that is not JSON ({exc.msg}): {exc.doc[:200]!r}; "
+                "is llm.base_url an OpenAI-compatible API? check the server's log"
+            ) from None
+        except openai.APIConnectionError as exc:  # also APITimeoutError
             raise ModelUnavailable(
-                f"the model server at {self.base_url} stopped sending mid-answer ({type(exc).__name__}: {exc}); "
-                "raise llm.timeout if it is slow, or check its log"
+                f"the model server at {url} stopped sending mid-answer ({type(exc.__cause__ or exc).__name__}: "
+                f"{exc.__cause__ or exc}); raise llm.timeout if it is slow, or check its log"
             ) from exc
+        except openai.APIError as exc:  # an `error` event
+            raise ModelError(f"the model server at {url} failed mid-answer: {exc.message}") from None
         finally:
             # Also on close(): dropping the connection is how the server learns to stop generating.
-            response.close()
+            chunks.close()
+        if finish is None:
+            # The server ends every complete answer with a finish_reason; without one the text is cut.
+            raise ModelUnavailable(
+                f"the model server at {url} ended the stream after {pieces} piece(s) without a finish_reason, so "
+                "the answer is cut off; check the server's log (a crash, or out of memory) and any proxy's timeout"
+            )
         if usage is None:
             usage = Usage(self.count_message_tokens(messages), pieces)
         yield Delta("", finish_reason=finish, usage=usage)
@@ -374,7 +405,7 @@ class OpenAICompatLLM:
         return info
 
     def _probe(self, retries: int) -> _ServerInfo:
-        data = _json(self._send("GET", "/models", retries=retries), self.base_url)
+        data = self._call("GET", self.base_url + "/models", retries=retries)
         items = [m for m in data.get("data") or [] if isinstance(m, dict)]
         ids = [str(m.get("id")) for m in items]
         owners = {str(m.get("owned_by", "")) for m in items}
@@ -404,9 +435,9 @@ class OpenAICompatLLM:
     def _props_context(self) -> int | None:
         """llama-server's /props knows the slot context; other servers answer 404 there."""
         try:
-            response = self._send("GET", _root(self.base_url) + "/props", retries=0)
-            value = (response.json().get("default_generation_settings") or {}).get("n_ctx")
-        except (ModelError, ValueError, AttributeError):
+            data = self._call("GET", _root(self.base_url) + "/props", retries=0)
+            value = (data.get("default_generation_settings") or {}).get("n_ctx")
+        except (ModelError, AttributeError):
             return None
         return value if isinstance(value, int) and value > 0 else None
 
@@ -462,7 +493,7 @@ class OpenAICompatLLM:
             body = {"content": text, "add_special": False}
         else:
             body = {"input": text, "model": self.model or None}
-        data = _json(self._send("POST", url, body, retries=retries), url)
+        data = self._call("POST", url, body, retries=retries)
         if kind == "count" or (kind == "vllm" and isinstance(data.get("count"), int)):
             n = data.get("count")
         else:
@@ -476,19 +507,62 @@ class OpenAICompatLLM:
 class _Stream(Iterator[Delta]):
     """A delta generator that also closes its HTTP response when closed before it started."""
 
-    def __init__(self, deltas: Generator[Delta, None, None], response: httpx.Response) -> None:
+    def __init__(self, deltas: Generator[Delta, None, None], chunks: Stream[ChatCompletionChunk]) -> None:
         self._deltas = deltas
-        self._response = response
+        self._chunks = chunks
 
     def __next__(self) -> Delta:
         return next(self._deltas)
 
     def close(self) -> None:
         self._deltas.close()
-        self._response.close()
+        self._chunks.close()
 
 
 # --- helpers -----------------------------------------------------------------------------------
+
+
+def _client(llm: OpenAICompatLLM) -> openai.OpenAI:
+    """The openai client for `llm`: its URL, key, timeouts and retries, and nothing from OPENAI_* variables."""
+    import httpx2
+    import openai
+
+    class ReadTimeoutIsFinal(httpx2.BaseTransport):
+        """The client retries every timeout; a read timeout here is a slow generation, and sending it
+        again would queue a second one behind it on the server. Raising the client's own error
+        (which it passes on untouched) makes only connect timeouts retried."""
+
+        def __init__(self) -> None:
+            self._inner = httpx2.HTTPTransport()
+
+        def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+            try:
+                return self._inner.handle_request(request)
+            except (httpx2.ReadTimeout, httpx2.WriteTimeout) as exc:
+                raise openai.APITimeoutError(request=request) from exc
+
+        def close(self) -> None:
+            self._inner.close()
+
+    timeout = httpx2.Timeout(llm.timeout, connect=llm.connect_timeout)
+    return openai.OpenAI(
+        base_url=llm.base_url,
+        # The client insists on a key; without one, _auth() omits the header from every request.
+        api_key=llm.api_key or "unused",
+        timeout=timeout,
+        max_retries=llm.max_retries,
+        # OPENAI_ORG_ID / OPENAI_PROJECT_ID are for api.openai.com, not for this server.
+        default_headers={"OpenAI-Organization": openai.omit, "OpenAI-Project": openai.omit},
+        http_client=openai.DefaultHttpxClient(transport=ReadTimeoutIsFinal(), timeout=timeout),
+    )
+
+
+def _unreachable(url: str, cause: BaseException, attempts: int) -> ModelUnavailable:
+    return ModelUnavailable(
+        f"cannot reach the model server at {url} ({type(cause).__name__}: {cause}) after {attempts} "
+        f"attempt(s); start the server (e.g. python -m llama_cpp.server --model MODEL.gguf, "
+        f"llama-server -m MODEL.gguf, vllm serve MODEL) or fix llm.base_url"
+    )
 
 
 def _root(base_url: str) -> str:
@@ -496,23 +570,12 @@ def _root(base_url: str) -> str:
     return base_url.removesuffix("/v1")
 
 
-def _read_errors() -> tuple[type[BaseException], ...]:
-    import httpx
-
-    return (httpx.TransportError,)
-
-
-def _json(response: httpx.Response, where: str) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError:
-        raise ModelError(f"{where} did not answer JSON (got {response.text[:200]!r}); is llm.base_url an OpenAI-compatible API?") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"{where} answered {type(data).__name__}, not a JSON object")
-    return data
+def _show(value: Any) -> str:
+    dump = getattr(value, "model_dump", None)
+    return str(dump() if callable(dump) else value)[:300]
 
 
-def _error_message(response: httpx.Response) -> str:
+def _error_message(response: httpx2.Response) -> str:
     try:
         data = response.json()
     except ValueError:
@@ -550,34 +613,9 @@ def _constraint(options: GenerationOptions, style: Constraints, where: str) -> d
     )
 
 
-def _sse_events(response: httpx.Response) -> Iterator[dict[str, Any]]:
-    """The JSON objects of an SSE stream, up to `data: [DONE]`."""
-    data: list[str] = []
-    for line in response.iter_lines():
-        if line.startswith("data:"):
-            data.append(line[5:].lstrip())
-            continue
-        if line or not data:
-            continue  # comments, `event:` lines, keep-alives
-        payload, data = "\n".join(data), []
-        if payload == "[DONE]":
-            return
-        try:
-            event = json.loads(payload)
-        except ValueError:
-            continue
-        if isinstance(event, dict):
-            yield event
-    if data and data[-1] != "[DONE]":
-        try:
-            event = json.loads("\n".join(data))
-        except ValueError:
-            return
-        if isinstance(event, dict):
-            yield event
-
-
 def _logprobs(value: Any) -> list[TokenLogprob] | None:
+    if hasattr(value, "model_dump"):
+        value = value.model_dump()
     items = value.get("content") if isinstance(value, dict) else None
     if not isinstance(items, list):
         return None

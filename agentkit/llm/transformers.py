@@ -6,12 +6,9 @@ Needs the `gpu` extra (torch, transformers, peft); runs on CUDA when torch sees 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
-import struct
-import threading
 import warnings
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,22 +17,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agentkit.errors import (
-    InputError,
-    ModelLoadError,
-    ModelNotFound,
-    PromptTooLong,
-    RealModelForbidden,
-)
+from agentkit.errors import InputError, ModelLoadError, ModelNotFound
+from agentkit.llm import gguf
 from agentkit.llm.base import Completion, Delta, GenerationOptions, TokenLogprob
 from agentkit.llm.hf import load_hf_model, require_torch
-from agentkit.llm.models import (
-    BUNDLED_FILE,
-    FORBID_ENV,
-    LoraConfig,
-    adapters_for_call,
-    resolve_model_path,
-)
+from agentkit.llm.local import ALWAYS_ON, Adapters, LocalLLM
+from agentkit.llm.models import BUNDLED_FILE, FORBID_ENV, LoraConfig, resolve_model_path
 from agentkit.llm.models import absolute as _absolute
 from agentkit.types import Message, Usage
 
@@ -48,11 +35,6 @@ if TYPE_CHECKING:
 #: The context used when `n_ctx` is unset, if the model was trained for more: a KV cache grows
 #: with it, and few prompts here need more.
 DEFAULT_CONTEXT = 8192
-
-#: Prefix of the PEFT names given to the always-on `lora` entries ("lora:0", "lora:1", ...).
-_ALWAYS_ON = "lora:"
-
-Adapters = tuple[tuple[str, float], ...]
 
 
 class TransformersConfig(BaseModel):
@@ -100,19 +82,19 @@ class _Run:
     finish: str = "stop"
 
 
-class TransformersLLM:
+class TransformersLLM(LocalLLM):
     """A chat model run by transformers, with named PEFT adapters switched per call.
 
-    Construction is cheap; the model loads on first use (or `warm_up()`), once, under a lock.
-    One model serves one generation at a time: concurrent calls from other threads wait, and a
-    stream holds the model until it is exhausted or closed. Choosing the adapters and generating
-    happen under the same lock, so a call never sees another call's adapters.
+    Construction is cheap; loading, locking and adapter bookkeeping are `LocalLLM`'s: the model
+    loads on first use, once, and serves one generation at a time.
     """
 
     config_model = TransformersConfig
     #: No grammar or JSON-schema decoding here: config validation refuses settings that need it
     #: (tools, max_steps > 1, the judge), and the agent answers without it where it is optional.
     constrained_output = False
+    # PEFT turns adapter names into module attribute names.
+    _forbidden_in_names = "."
 
     def __init__(
         self,
@@ -128,28 +110,15 @@ class TransformersLLM:
     ) -> None:
         if n_ctx is not None and n_ctx < 1:
             raise ValueError(f"n_ctx must be >= 1 (or None for the model's trained context), got {n_ctx}")
-        self.model_path = model_path
-        self.name = _model_name(model_path)
+        super().__init__(model_path, name=_model_name(model_path), lora=lora or [], seed=seed)
         self.device = device
         self.dtype = dtype
         self.n_ctx = n_ctx
-        self.lora = [(path, float(scale)) for path, scale in lora or []]
         self.cache_dir = cache_dir
-        self.seed = seed
-        #: Named adapters, switched per call with GenerationOptions.adapters (see add_adapter).
-        self.adapters: dict[str, Path] = {}
-        self._hf: HFModel | None = None
         self._peft: Any = None
         self._lora_layers: list[Any] = []
-        #: The (name, scale) pairs now active on the model.
-        self._active: Adapters = ()
         self._trained: int | None = None
         self._eos: set[int] = set()
-        self._load_lock = threading.Lock()
-        # A plain Lock, not an RLock: a stream abandoned in one thread may be finalized (and
-        # release the lock) in another. `_owner` turns same-thread re-entry into an error.
-        self._generate_lock = threading.Lock()
-        self._owner: int | None = None
         for name, path in (adapters or {}).items():
             self._register(name, path, f"adapters.{name}.path")
 
@@ -171,42 +140,28 @@ class TransformersLLM:
 
     # --- loading --------------------------------------------------------------------------
 
-    def warm_up(self) -> None:
-        """Load the model (and every adapter) now rather than on the first call."""
-        self._model()
-
-    def close(self) -> None:
-        """Free the model; the next call loads it again, adapters included."""
-        self._refuse_reentry()
-        with self._load_lock, self._generate_lock:
-            if self._hf is None:
-                return
-            on_cuda = self._hf.device.startswith("cuda")
-            self._hf = self._peft = None
-            self._lora_layers, self._active = [], ()
-            if on_cuda:
-                import torch
-
-                torch.cuda.empty_cache()
-
     @property
-    def context_length(self) -> int:
-        """Tokens the context holds: `n_ctx` capped at the model's trained context.
+    def _hf(self) -> HFModel | None:
+        """The loaded model and tokenizer, or None."""
+        return self._loaded  # type: ignore[no-any-return]
 
-        Never loads the model (a type check reads every protocol member); before loading, the
-        trained context comes from the GGUF header or config.json, which costs milliseconds.
-        """
-        if self._hf is not None:
-            return self._planned_context(self._trained)
-        if os.environ.get(FORBID_ENV) == "1":
-            return self.n_ctx or DEFAULT_CONTEXT
-        try:
-            source = self._source()
-        except ModelNotFound:
-            return self.n_ctx or DEFAULT_CONTEXT
-        return self._planned_context(_trained_context(source))
+    def _unload(self) -> None:
+        on_cuda = self._loaded.device.startswith("cuda")
+        self._loaded = self._peft = None
+        self._lora_layers, self._active = [], ()
+        if on_cuda:
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def _loaded_context(self) -> int:
+        return self._planned_context(self._trained)
+
+    def _trained_context(self, source: Path) -> int | None:
+        return _trained_context(source)
 
     def _planned_context(self, trained: int | None) -> int:
+        """`n_ctx` capped at the trained context; unset, the trained context up to DEFAULT_CONTEXT."""
         if trained is None:
             return self.n_ctx or DEFAULT_CONTEXT
         return min(self.n_ctx, trained) if self.n_ctx is not None else min(trained, DEFAULT_CONTEXT)
@@ -225,24 +180,13 @@ class TransformersLLM:
         return resolve_model_path(self.model_path)
 
     def _model(self) -> HFModel:
-        hf = self._hf
-        if hf is None:
-            with self._load_lock:
-                if self._hf is None:
-                    self._load()
-                hf = self._hf
-        assert hf is not None
-        return hf
+        return super()._model()  # type: ignore[no-any-return]
 
-    def _load(self) -> None:
-        require_torch("gpu")
+    def _load(self) -> HFModel:
+        require_torch("gpu", ("torch", "transformers"))  # peft only when an adapter is attached
         source = self._source()
         lora = [(_existing_adapter(p, f"llm.lora[{i}].path"), s) for i, (p, s) in enumerate(self.lora)]
-        if os.environ.get(FORBID_ENV) == "1":
-            raise RealModelForbidden(
-                f"refusing to load {source}: a unit test tried to load a real model; "
-                "use agentkit.testing.FakeLLM or mark the test with @pytest.mark.real_model"
-            )
+        self._refuse_real_model(source)
         hf = load_hf_model(source, device=self.device, dtype=self.dtype, cache_dir=self.cache_dir)
         if not getattr(hf.tokenizer, "chat_template", None):
             raise ModelLoadError(
@@ -256,50 +200,19 @@ class TransformersLLM:
             self._eos.add(hf.tokenizer.eos_token_id)
         self._peft, self._lora_layers, self._active = None, [], ()
         for i, (path, _) in enumerate(lora):
-            self._attach(hf, f"{_ALWAYS_ON}{i}", path, f"llm.lora[{i}].path")
+            self._attach(hf, f"{ALWAYS_ON}{i}", path, f"llm.lora[{i}].path")
         for name, path in self.adapters.items():
             self._attach(hf, name, path, f"adapters.{name}")
-        # Published last: `_model()` reads `_hf` without the lock.
-        self._hf = hf
+        return hf
 
-    # --- adapters ---------------------------------------------------------------------------
+    # --- adapters (PEFT LoRA folders; the bookkeeping is LocalLLM's) --------------------------
 
-    def add_adapter(self, name: str, path: str | os.PathLike[str]) -> None:
-        """Register a PEFT LoRA folder under `name`, for `GenerationOptions(adapters={name: scale})`.
-
-        It is loaded into the model (at once if the model is already loaded); switching to it
-        later only changes which adapter layers take part, the base weights stay where they are.
-        """
-        self._refuse_reentry()
-        with self._load_lock, self._generate_lock:
-            self._register(name, path, f"adapters.{name}.path")
-            if self._hf is not None:
-                try:
-                    self._attach(self._hf, name, self.adapters[name], f"adapters.{name}")
-                except BaseException:
-                    del self.adapters[name]
-                    raise
-
-    @property
-    def adapter_names(self) -> list[str]:
-        return list(self.adapters)
-
-    @property
-    def active_adapters(self) -> dict[str, float]:
-        """The adapters active on the model now (name -> scale); always-on ones as "lora:<i>"."""
-        return dict(self._active)
-
-    def _register(self, name: str, path: str | os.PathLike[str], key: str) -> None:
-        if not name or name.startswith(_ALWAYS_ON) or "." in name:
-            raise InputError(
-                f"adapter name {name!r} is empty, reserved ({_ALWAYS_ON}...) or has a '.'; pick another name"
-            )
-        if name in self.adapters:
-            raise InputError(f"an adapter named {name!r} is already registered ({self.adapters[name]})")
-        self.adapters[name] = _existing_adapter(path, key)
+    def _existing_adapter(self, path: str | os.PathLike[str], key: str) -> Path:
+        return _existing_adapter(path, key)
 
     def _attach(self, hf: HFModel, name: str, path: Path, key: str) -> None:
         """Load one PEFT adapter into the loaded model, wrapping it in a PeftModel the first time."""
+        require_torch("gpu", ("peft",))
         from peft import PeftModel, PeftType
         from peft.tuners.lora import LoraLayer
 
@@ -326,10 +239,6 @@ class TransformersLLM:
         self._lora_layers = [m for m in hf.model.modules() if isinstance(m, LoraLayer)]
         self._peft.base_model.set_adapter([], inference_mode=True)
         self._active = ()
-
-    def _wanted(self, options: GenerationOptions) -> Adapters:
-        """The always-on adapters plus the call's named ones; InputError for an unknown name."""
-        return adapters_for_call([scale for _, scale in self.lora], options.adapters, self.adapters, self.name)
 
     def _switch(self, wanted: Adapters) -> None:
         """Make exactly `wanted` active, at those scales; none = the base model, bit for bit.
@@ -424,36 +333,8 @@ class TransformersLLM:
         prompt = self._prompt(hf, messages)
         n_ctx = self.context_length
         if len(prompt) >= n_ctx:
-            if self._trained and n_ctx < self._trained:
-                fix = (
-                    f"raise llm.n_ctx (this model was trained for up to {self._trained}) "
-                    "or shorten the question / use fewer passages"
-                )
-            else:
-                fix = "shorten the question or use fewer, shorter passages (n_ctx is already the model's maximum)"
-            raise PromptTooLong(
-                f"the prompt has {len(prompt)} tokens but {self.name}'s context holds {n_ctx} (llm.n_ctx); {fix}"
-            )
+            raise self._too_long(len(prompt), n_ctx, self._trained)
         return prompt
-
-    @contextlib.contextmanager
-    def _generating(self, adapters: Adapters) -> Iterator[None]:
-        """Hold the model for one generation, with these adapters; other threads wait their turn."""
-        self._refuse_reentry()
-        with self._generate_lock:
-            self._switch(adapters)
-            self._owner = threading.get_ident()
-            try:
-                yield
-            finally:
-                self._owner = None
-
-    def _refuse_reentry(self) -> None:
-        if self._owner == threading.get_ident():
-            raise RuntimeError(
-                f"{self.name} is still generating for an open stream in this thread; "
-                "exhaust or close() that stream first"
-            )
 
     def _generate(self, hf: HFModel, prompt: list[int], options: GenerationOptions, run: _Run) -> Iterator[str]:
         """Generate token by token with a KV cache, yielding text as it becomes final.
@@ -614,56 +495,4 @@ def _trained_context(source: Path) -> int | None:
         except (OSError, ValueError, AttributeError):
             return None
         return value if isinstance(value, int) and value > 0 else None
-    return _gguf_context_length(source)
-
-
-#: GGUF metadata value types with a fixed size, as struct formats.
-_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
-_GGUF_STRING, _GGUF_ARRAY = 8, 9
-
-
-def _gguf_context_length(path: Path) -> int | None:
-    """`<arch>.context_length` from a GGUF file's metadata, read without the tensors.
-
-    gguf's own GGUFReader parses every key, the whole vocabulary included (2 s for SmolLM2);
-    the architecture and context length come first, so this stops after a few keys.
-    """
-    try:
-        with path.open("rb") as f:
-
-            def read(fmt: str) -> tuple[Any, ...]:
-                return struct.unpack("<" + fmt, f.read(struct.calcsize("<" + fmt)))
-
-            def skip(kind: int) -> None:
-                if kind in _GGUF_SCALARS:
-                    f.seek(struct.calcsize(_GGUF_SCALARS[kind]), 1)
-                elif kind == _GGUF_STRING:
-                    f.seek(read("Q")[0], 1)
-                elif kind == _GGUF_ARRAY:
-                    item, count = read("IQ")
-                    if item in _GGUF_SCALARS:
-                        f.seek(count * struct.calcsize(_GGUF_SCALARS[item]), 1)
-                    else:
-                        for _ in range(count):
-                            skip(item)
-                else:
-                    raise ValueError(f"unknown GGUF value type {kind}")
-
-            magic, version, _, n_kv = read("4sIQQ")
-            if magic != b"GGUF" or version < 2:
-                return None
-            arch, lengths = None, {}
-            for _ in range(n_kv):
-                key = f.read(read("Q")[0]).decode("utf-8", errors="replace")
-                (kind,) = read("I")
-                if key == "general.architecture" and kind == _GGUF_STRING:
-                    arch = f.read(read("Q")[0]).decode("utf-8", errors="replace")
-                elif key.endswith(".context_length") and kind in _GGUF_SCALARS:
-                    lengths[key] = read(_GGUF_SCALARS[kind])[0]
-                else:
-                    skip(kind)
-                if arch is not None and f"{arch}.context_length" in lengths:
-                    return int(lengths[f"{arch}.context_length"]) or None
-    except (OSError, ValueError, struct.error):
-        return None
-    return None
+    return gguf.trained_context(source)

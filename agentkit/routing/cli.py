@@ -36,8 +36,8 @@ def router_group() -> None:
 @click.pass_obj
 def fit(obj: Any, labels: Path, out: Path | None, policies: str | None, folds: int) -> None:
     """Fit the learned combiner over the policies' signals; then set router.policy: learned."""
+    from agentkit.eval.routing import fit_router, load_labels
     from agentkit.routing.build import build_router, model_path
-    from agentkit.routing.evaluate import fit_router, load_labels
 
     cfg = obj.config
     names = [p.strip() for p in policies.split(",")] if policies else None

@@ -72,7 +72,7 @@ def _data_options(f: Any) -> Any:
 def _build_data(obj: Any, settings: Any, out: Path, corpus: Path, labels: Path | None, queries: Path | None,
                 qrels: Path | None, generate: bool | None, max_passages: int | None, limit: int | None,
                 chunk_tokens: int, progress: bool) -> Any:
-    from agentkit.eval_qa import corpus_store
+    from agentkit.eval.corpus import corpus_store
     from agentkit.plugins import build_llm
     from agentkit.tune import dataset as ds
 
@@ -306,9 +306,9 @@ def run_command(obj: Any, name: str, base: str | None, epochs: float | None, lea
 @click.pass_obj
 def eval_command(obj: Any, data: Path, lora: Path | None, lora_scale: float, limit: int | None, as_json: bool, progress: bool) -> None:
     """Evidence use on held-out examples (same passages as built): gold cited, refusals, format."""
+    from agentkit.eval.adapters import evaluate_evidence_use
     from agentkit.plugins import build_llm
     from agentkit.tune.dataset import load_examples
-    from agentkit.tune.evaluate import evaluate_evidence_use
 
     examples = load_examples(data)[:limit] if limit else load_examples(data)
     llm = build_llm(obj.config.llm)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from agentkit.errors import InputError
-from agentkit.eval_qa import contains_answer, normalize, strip_marks
+from agentkit.eval.qa import contains_answer, normalize, strip_marks
 from agentkit.reasoning.citations import REFUSAL
 from agentkit.reasoning.cot import load_template
 from agentkit.text import overlap, terms
@@ -192,7 +192,7 @@ def load_task_file(path: PathLike, limit: int | None = None) -> list[TaskItem]:
     `passage_id`, or the passage's text in `context`/`passage`. A line without answers needs gold
     evidence (its answer is then taken from the gold passage). A bad line is an InputError naming
     the file and the line."""
-    from agentkit.eval_metrics import read_jsonl
+    from agentkit.eval.metrics import read_jsonl
 
     return read_jsonl(Path(path), _parse_task_line, _TASK_LINE, limit)
 
@@ -235,8 +235,8 @@ def load_beir_task(queries: PathLike, qrels: PathLike, limit: int | None = None)
     "Source [k] addresses this claim: <the gold passage's sentence that shares most words with the
     claim> [k]." Queries without a positive judgement are left out.
     """
-    from agentkit.eval_metrics import read_jsonl
-    from agentkit.eval_retrieval import load_qrels
+    from agentkit.eval.metrics import read_jsonl
+    from agentkit.eval.retrieval import load_qrels
 
     def parse(row: dict[str, Any]) -> tuple[str, str]:
         text = row["text"]
@@ -672,7 +672,7 @@ def write_jsonl(examples: Iterable[Example], path: PathLike) -> int:
 
 def load_examples(path: PathLike) -> list[Example]:
     """Examples back from a file `write_jsonl` wrote (`instruction` and `input` are read from `messages`)."""
-    from agentkit.eval_metrics import read_jsonl
+    from agentkit.eval.metrics import read_jsonl
 
     names = ("id", "kind", "messages", "output", "question", "answers", "gold_ids", "passage_ids")
 

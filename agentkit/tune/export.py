@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentkit.errors import ConfigError, ModelLoadError, ModelNotFound
+from agentkit.errors import ConfigError, InputError, ModelLoadError, ModelNotFound
+from agentkit.llm.gguf import read_gguf
 from agentkit.llm.hf import HF_TO_GGUF
 from agentkit.llm.models import resolve_model_path
 
@@ -152,8 +153,15 @@ def read_gguf_lora(path: str | os.PathLike[str]) -> dict[str, Any]:
     """What a GGUF LoRA holds: `metadata` (key -> value), `tensors` (name -> shape as numpy
     (rows, cols), so `lora_a` is [r, in] and `lora_b` [out, r]) and `dtypes` (the tensor types)."""
     file = Path(path).expanduser()
-    reader = _open_gguf(file, what="GGUF LoRA adapter")
-    metadata = {key: field.contents() for key, field in reader.fields.items() if not key.startswith("GGUF.")}
+    if not file.is_file():
+        raise ModelNotFound(
+            f"GGUF LoRA adapter {file} does not exist or is not a file; pass the path of the .gguf file"
+        )
+    try:
+        header = read_gguf(file, tensors=True, keep_array=None)  # a LoRA has no vocabulary
+    except InputError as exc:
+        raise ModelLoadError(f"{file} is not a readable GGUF file ({exc}); pass a GGUF LoRA adapter") from exc
+    metadata = header.metadata
     if metadata.get("general.type") != "adapter":
         raise ModelLoadError(
             f"{file} is a GGUF {metadata.get('general.type', 'model')} file, not a LoRA adapter; "
@@ -161,8 +169,8 @@ def read_gguf_lora(path: str | os.PathLike[str]) -> dict[str, Any]:
         )
     return {
         "metadata": metadata,
-        "tensors": {t.name: tuple(int(d) for d in reversed(t.shape.tolist())) for t in reader.tensors},
-        "dtypes": sorted({t.tensor_type.name for t in reader.tensors}),
+        "tensors": {t.name: tuple(reversed(t.shape)) for t in header.tensors.values()},
+        "dtypes": sorted({t.type_name for t in header.tensors.values()}),
     }
 
 
@@ -329,91 +337,23 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
     return tensors
 
 
-# --- reading the base model and writing the adapter --------------------------------------
+# --- reading the base model (agentkit.llm.gguf) and writing the adapter (the gguf package) --------------------------------------
 
 
-def _open_gguf(path: Path, *, what: str) -> Any:
-    import gguf
-
-    if not path.is_file():
-        raise ModelNotFound(f"{what} {path} does not exist or is not a file; pass the path of the .gguf file")
-    try:
-        return gguf.GGUFReader(path)
-    except (OSError, ValueError, KeyError, IndexError) as exc:
-        raise ModelLoadError(
-            f"{path} is not a readable GGUF file ({exc}); pass a {what} in GGUF format"
-        ) from exc
-
-
-_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
-_GGUF_STRING, _GGUF_ARRAY = 8, 9
-
-
-def _gguf_header(path: Path) -> tuple[dict[str, Any], dict[str, tuple[int, ...]]]:
-    """The metadata and the tensor shapes (ggml ne) of a GGUF file, read without its tensor data.
-
-    `gguf.GGUFReader` makes a numpy view of every array element, which takes 5-10 s over the
-    ~100k tokenizer strings of even a small model; this walks the header with `struct` instead.
-    """
-    import mmap
-
-    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        pos = 0
-
-        def take(fmt: str, count: int = 1) -> tuple[Any, ...]:
-            nonlocal pos
-            values = struct.unpack_from(f"<{count}{fmt}", buf, pos)
-            pos += struct.calcsize(f"<{count}{fmt}")
-            return values
-
-        def string() -> str:
-            nonlocal pos
-            (size,) = take("Q")
-            pos += size
-            return bytes(buf[pos - size : pos]).decode("utf-8", errors="replace")
-
-        def value(kind: int) -> Any:
-            if kind == _GGUF_STRING:
-                return string()
-            if kind == _GGUF_ARRAY:
-                item, count = take("I")[0], take("Q")[0]
-                if item in _GGUF_SCALARS:
-                    return list(take(_GGUF_SCALARS[item], count))
-                return [value(item) for _ in range(count)]
-            if kind not in _GGUF_SCALARS:
-                raise ValueError(f"unknown metadata value type {kind}")
-            return take(_GGUF_SCALARS[kind])[0]
-
-        if bytes(buf[:4]) != b"GGUF":
-            raise ValueError("it does not start with b'GGUF'")
-        pos = 4
-        (version,) = take("I")
-        if version not in (2, 3):
-            raise ValueError(f"GGUF version {version} (or big-endian) is not supported, only 2 and 3")
-        n_tensors, n_kv = take("Q", 2)
-        metadata = {}
-        for _ in range(n_kv):
-            key = string()
-            metadata[key] = value(take("I")[0])
-        shapes = {}
-        for _ in range(n_tensors):
-            name = string()
-            (n_dims,) = take("I")
-            shapes[name] = tuple(int(d) for d in take("Q", n_dims))
-            take("I")  # type
-            take("Q")  # offset
-    return metadata, shapes
+#: Per-layer metadata arrays (head counts) are kept up to this length; a vocabulary is not.
+_KEEP_LAYER_ARRAYS = 4096
 
 
 def _read_base(base: str | os.PathLike[str] | None) -> _Base:
     path = resolve_model_path(base)
     try:
-        metadata, shapes = _gguf_header(path)
-    except (OSError, ValueError, struct.error) as exc:
+        header = read_gguf(path, tensors=True, keep_array=_KEEP_LAYER_ARRAYS)
+    except InputError as exc:
         raise ModelLoadError(
             f"base model {path} is not a readable GGUF file ({exc}); pass base= the GGUF model "
             "the adapter was trained on"
         ) from exc
+    metadata = header.metadata
     arch = metadata.get("general.architecture")
     if arch not in ARCHITECTURES:
         raise ConfigError(
@@ -438,7 +378,7 @@ def _read_base(base: str | os.PathLike[str] | None) -> _Base:
         n_layer=n_layer,
         n_head=per_layer(n_head),
         n_head_kv=per_layer(n_head_kv),
-        shapes=shapes,
+        shapes={name: tensor.shape for name, tensor in header.tensors.items()},
     )
 
 

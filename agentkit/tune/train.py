@@ -89,7 +89,7 @@ def _mean(values: Sequence[float]) -> float:
 def read_examples(path: str | Path) -> list[dict[str, Any]]:
     """Training examples: JSON lines with `messages` (the prompt) and `output` (the reply); lines
     in the (instruction, input, output) layout alone are turned into a system + user prompt."""
-    from agentkit.eval_metrics import read_jsonl
+    from agentkit.eval.metrics import read_jsonl
 
     def parse(row: dict[str, Any]) -> dict[str, Any]:
         if "output" not in row:

@@ -45,7 +45,7 @@ def load_questions(path: str | Path, limit: int | None = None) -> list[QAItem]:
     `answerable`. As in SQuAD 2.0, an empty `answers` list or `"answerable": false` marks a
     question that the corpus does not answer."""
     from agentkit.errors import InputError
-    from agentkit.eval_metrics import read_jsonl
+    from agentkit.eval.metrics import read_jsonl
 
     def parse(row: dict[str, Any]) -> QAItem:
         answerable = row.get("answerable", True)
@@ -309,18 +309,3 @@ def evaluate_qa(agent: Any, items: Sequence[QAItem], mode: Mode, source: str, pr
         if on_record is not None:
             on_record(record)
     return QAReport.from_records(mode, records)
-
-
-def corpus_store(cfg: Any, corpus: Path, chunk_tokens: int = 200, progress: bool = True) -> tuple[Any, Any]:
-    """The evaluation store for `corpus` (an embedded Qdrant under data_dir/eval, ingested once and
-    reused; what `eval qa` retrieves from and what `agentkit tune data` draws evidence from, so
-    that passage ids agree): (source, ingest report)."""
-    from agentkit.eval_retrieval import corpus_key
-    from agentkit.ingest.pipeline import ingest
-    from agentkit.knowledge.qdrant import QdrantSource
-
-    store = QdrantSource("corpus", f"The evaluation corpus {corpus.name}: passages that may answer the questions.",
-                         path=cfg.data_dir / "eval", collection=corpus_key(corpus) + f"-qa{chunk_tokens}")
-    overlap = min(cfg.ingest.chunk_overlap, chunk_tokens // 4)
-    report = ingest([corpus], store, chunk_tokens=chunk_tokens, overlap=overlap, progress=progress)
-    return store, report

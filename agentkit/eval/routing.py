@@ -24,7 +24,7 @@ class Label:
 
 
 def load_labels(path: str | Path) -> list[Label]:
-    from agentkit.eval_metrics import read_jsonl
+    from agentkit.eval.metrics import read_jsonl
 
     def parse(row: dict[str, Any]) -> Label:
         label = Label(str(row["question"]), str(row["route"]), str(row.get("_id", row.get("id", row["_line"]))))

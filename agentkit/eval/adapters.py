@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentkit.eval_qa import exact_match, strip_marks, token_f1
+from agentkit.eval.qa import exact_match, strip_marks, token_f1
 from agentkit.llm.base import LLM, GenerationOptions
 from agentkit.reasoning.citations import REFUSAL, parse_reply
 from agentkit.types import Message, Passage

@@ -5,7 +5,6 @@ score the ranking with nDCG@10, recall@100 and MRR@10 (what `agentkit eval retri
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import statistics
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agentkit.errors import IngestError
-from agentkit.eval_metrics import mrr_at_k, ndcg_at_k, recall_at_k
+from agentkit.eval.metrics import mrr_at_k, ndcg_at_k, recall_at_k
 from agentkit.knowledge.base import KnowledgeSource
 from agentkit.types import Passage
 
@@ -68,14 +67,6 @@ def load_qrels(path: Path) -> dict[str, dict[str, float]]:
             if len(row) >= 3 and float(row[2]) > 0:
                 qrels.setdefault(row[0], {})[row[1]] = float(row[2])
     return qrels
-
-
-def corpus_key(corpus: Path) -> str:
-    """A collection name tied to the corpus file's identity, so a changed file gets a new store."""
-    st = corpus.stat()
-    digest = hashlib.sha1(f"{corpus.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:10]
-    stem = "".join(c if c.isalnum() else "-" for c in corpus.stem)[:40]
-    return f"eval-{stem}-{digest}"
 
 
 def rank_documents(passages: list[Passage], k: int) -> list[str]:
