@@ -1,12 +1,14 @@
 """Light English text analysis shared by the in-memory index, the router and citation checks.
 
-Deliberately dependency-free and fast: a regex tokenizer, a stopword list and an s-stemmer.
+A regex tokenizer, a stopword list and Snowball's English stemmer (PyStemmer), the one the
+embedded store indexes with.
 """
 
 from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import Any
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.UNICODE)
 
@@ -26,25 +28,19 @@ def words(text: str) -> list[str]:
     return [w.lower() for w in _WORD.findall(text)]
 
 
+@lru_cache(maxsize=1)
+def _snowball() -> Any:
+    import Stemmer  # PyStemmer: the Snowball stemmers in C
+
+    return Stemmer.Stemmer("english")
+
+
 @lru_cache(maxsize=65536)
 def stem(word: str) -> str:
-    """A conservative suffix stripper: enough to match 'runs'/'running'/'run', never aggressive."""
-    w = word
-    if len(w) <= 3:
-        return w
-    if w.endswith("ies") and len(w) > 4:
-        return w[:-3] + "y"
-    if w.endswith("sses"):
-        return w[:-2]
-    for suffix in ("ingly", "edly", "ing", "ed"):
-        if w.endswith(suffix) and len(w) - len(suffix) >= 3:
-            w = w[: -len(suffix)]
-            if len(w) > 2 and w[-1] == w[-2] and w[-1] not in "lsz":
-                w = w[:-1]  # running -> runn -> run
-            return w
-    if w.endswith("s") and not w.endswith(("ss", "us", "is")):
-        return w[:-1]
-    return w
+    """The Snowball English (Porter2) stem of a lower-cased word: the stemmer the embedded
+    store's BM25 (qdrant_edge.Bm25, Qdrant's server-side BM25) uses, so a word matches the same
+    way in routing, citation checks, the memory index and search."""
+    return str(_snowball().stemWord(word))
 
 
 def terms(text: str) -> list[str]:
