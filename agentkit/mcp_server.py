@@ -1,19 +1,16 @@
-"""`agentkit mcp`: the configured knowledge sources as MCP tools over stdio, with the official SDK.
+"""The configured knowledge sources as MCP tools, with the official SDK; `agentkit mcp`
+(agentkit/cli/mcp.py) serves them over stdio.
 
 One `search_<source>` tool per source, and `ask`, which runs the whole agent and returns a cited answer.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
-import sys
 import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any
-
-import click
 
 from agentkit.errors import AgentkitError, MissingDependency
 
@@ -31,7 +28,6 @@ except ImportError:  # pragma: no cover - mcp 1.x
 
 if TYPE_CHECKING:
     from agentkit.agent import Agent
-    from agentkit.cli import Context
     from agentkit.types import Answer, Passage
 
 log = logging.getLogger("agentkit.mcp")
@@ -167,26 +163,3 @@ def build_server(agent: Agent, *, ask: bool = True, name: str = "agentkit") -> M
             structured_output=False,
         )
     return server
-
-
-@click.command("mcp")
-@click.option("--ask/--no-ask", "with_ask", default=True, show_default=True, help="Also offer the `ask` tool (runs the local model).")
-@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="WARNING", show_default=True, help="Logging, on stderr.")
-@click.pass_obj
-def mcp_command(obj: Context, with_ask: bool, log_level: str) -> None:
-    """Serve the knowledge sources as MCP tools over stdio (for Claude Desktop and other clients).
-
-    stdout carries the protocol; logs go to stderr.
-    """
-    logging.basicConfig(stream=sys.stderr, level=log_level, format="agentkit mcp: %(levelname)s %(message)s")
-    log.setLevel(log_level)
-    # Whatever building the agent prints must not reach stdout, which is the protocol.
-    with contextlib.redirect_stdout(sys.stderr):
-        agent = obj.agent()
-        server = build_server(agent, ask=with_ask)
-    log.info("serving %d source(s) over stdio: %s", len(agent.sources), ", ".join(agent.sources) or "none")
-    with agent:
-        try:
-            server.run("stdio")
-        except KeyboardInterrupt:
-            log.info("stopped")

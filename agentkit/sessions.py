@@ -1,4 +1,5 @@
-"""Persisted chat conversations: a SQLite store (one row per message) and `agentkit sessions`.
+"""Persisted chat conversations: a SQLite store (one row per message), read and written by
+`agentkit chat --session`, the chat page and `agentkit sessions` (agentkit/cli/sessions.py).
 
 A question is committed before its answer is generated and the answer is saved while it streams.
 The same file holds `agentkit logs` (table `logs`, written by agentkit/logs.py).
@@ -10,14 +11,12 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import click
 
 from agentkit.errors import InputError
 from agentkit.types import Message
@@ -25,7 +24,6 @@ from agentkit.types import Message
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-    from agentkit.cli import Context
     from agentkit.types import Answer
 
 #: The store's file name under the configured data_dir.
@@ -338,74 +336,3 @@ class AnswerWriter:
 
 def _dumps(data: dict[str, Any] | None) -> str | None:
     return None if data is None else json.dumps(data, ensure_ascii=False)
-
-
-# --- `agentkit sessions` ------------------------------------------------------------------
-
-
-def _open(obj: Context) -> SessionStore:
-    return SessionStore(default_path(obj.config.data_dir))
-
-
-@click.group("sessions")
-def sessions_group() -> None:
-    """List, export and delete saved chat sessions (`agentkit chat --session NAME`)."""
-
-
-@sessions_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
-@click.pass_obj
-def list_sessions(obj: Context, as_json: bool) -> None:
-    """Saved sessions, most recently active first."""
-    with _open(obj) as store:
-        infos = store.list()
-        path = store.path
-    if as_json:
-        click.echo(json.dumps([i.to_dict() for i in infos], indent=2, ensure_ascii=False))
-        return
-    if not infos:
-        click.echo(f"no saved sessions in {path}; start one with: agentkit chat --session NAME")
-        return
-    width = max(len("name"), *(len(i.name) for i in infos))
-    click.echo(f"{'name':<{width}}  turns  {'created':<16}  {'last active':<16}  first question")
-    for i in infos:
-        first = " ".join(i.first_question.split())
-        first = first if len(first) <= 50 else first[:49] + "…"
-        flag = f"  ({i.incomplete} incomplete)" if i.incomplete else ""
-        click.echo(f"{i.name:<{width}}  {i.turns:>5}  {_short(i.created_at)}  {_short(i.last_active)}  {first}{flag}")
-
-
-@sessions_group.command("export")
-@click.argument("name")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True, path_type=Path), help="Write to FILE instead of stdout.")
-@click.pass_obj
-def export_session(obj: Context, name: str, output: Path | None) -> None:
-    """Print session NAME as JSON: its summary and every message, with citations and routes."""
-    with _open(obj) as store:
-        text = json.dumps(store.export(name), indent=2, ensure_ascii=False)
-    if output is None:
-        click.echo(text)
-        return
-    output.write_text(text + "\n", encoding="utf-8")
-    click.echo(f"wrote session {name!r} to {output}", err=True)
-
-
-@sessions_group.command("delete")
-@click.argument("names", nargs=-1, required=True)
-@click.pass_obj
-def delete_session(obj: Context, names: Sequence[str]) -> None:
-    """Delete saved sessions by NAME (every message)."""
-    with _open(obj) as store:
-        for name in names:
-            store.info(name)  # every name is checked before anything is deleted
-        for name in names:
-            n = store.delete(name)
-            click.echo(f"deleted session {name!r} ({n} messages)")
-
-
-def _short(stamp: str) -> str:
-    """An ISO UTC timestamp as local 'YYYY-MM-DD HH:MM'."""
-    try:
-        return datetime.fromisoformat(stamp).astimezone().strftime("%Y-%m-%d %H:%M")
-    except ValueError:
-        return stamp[:16]

@@ -24,7 +24,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from agentkit.errors import AgentkitError, InputError, PromptTooLong, UnknownSource
 from agentkit.llm.base import Completion
 from agentkit.logs import logged
 from agentkit.server.guard import BrowserGuard
@@ -35,6 +34,7 @@ from agentkit.server.protocol import (
     MAX_JSON_DEPTH,
     ApiError,
     ChatRequest,
+    as_api_error,
     ReplySplitter,
     agentkit_field,
     answer_body,
@@ -219,7 +219,7 @@ class AgentServer:
             first = await run.next()
         except BaseException as exc:
             run.stop()
-            raise _as_api_error(exc) from exc
+            raise as_api_error(exc) from exc
         if req.stream:
             return _EventStream(run, self._chunks(req, run, first))
         rest = await _until_disconnect(request, run)
@@ -518,7 +518,7 @@ async def _mapped(run: _Run) -> AsyncIterator[Any]:
         except StopAsyncIteration:
             return
         except Exception as exc:
-            raise _as_api_error(exc) from exc
+            raise as_api_error(exc) from exc
         yield item
 
 
@@ -578,20 +578,6 @@ def _sse(body: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(body, ensure_ascii=False).encode("utf-8") + b"\n\n"
 
 
-def _as_api_error(exc: BaseException) -> ApiError:
-    if isinstance(exc, ApiError):
-        return exc
-    if isinstance(exc, PromptTooLong):
-        return ApiError(400, str(exc), code="context_length_exceeded")
-    if isinstance(exc, UnknownSource):
-        return ApiError(400, str(exc), code="unknown_source", param="agentkit.route")
-    if isinstance(exc, (InputError, NotImplementedError)):
-        return ApiError(422, str(exc) or type(exc).__name__, code="invalid_value")
-    if isinstance(exc, AgentkitError):
-        return ApiError(500, f"{type(exc).__name__}: {exc}", "server_error", "agentkit_error")
-    return ApiError(500, f"internal error ({type(exc).__name__}: {exc}); see the server's log", "server_error", "internal_error")
-
-
 async def _api_error(request: Request, exc: ApiError) -> Response:
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
@@ -606,5 +592,5 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
-    err = _as_api_error(exc)
+    err = as_api_error(exc)
     return JSONResponse(err.body(), status_code=err.status)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentkit.errors import AgentkitError, InputError, PromptTooLong, UnknownSource
 from agentkit.llm.base import Completion, GenerationOptions, TokenLogprob
 from agentkit.reasoning.citations import _ANSWER, _REASONING
 from agentkit.types import Answer, Message, Passage, Usage
@@ -49,6 +50,22 @@ class ApiError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "code": self.code, "param": self.param}}
+
+
+def as_api_error(exc: BaseException) -> ApiError:
+    """The reply for an exception raised while answering: agentkit's own errors keep their text
+    (a client's bad input is 4xx), anything else is a 500 that points at the server's log."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, PromptTooLong):
+        return ApiError(400, str(exc), code="context_length_exceeded")
+    if isinstance(exc, UnknownSource):
+        return ApiError(400, str(exc), code="unknown_source", param="agentkit.route")
+    if isinstance(exc, (InputError, NotImplementedError)):
+        return ApiError(422, str(exc) or type(exc).__name__, code="invalid_value")
+    if isinstance(exc, AgentkitError):
+        return ApiError(500, f"{type(exc).__name__}: {exc}", "server_error", "agentkit_error")
+    return ApiError(500, f"internal error ({type(exc).__name__}: {exc}); see the server's log", "server_error", "internal_error")
 
 
 @dataclass

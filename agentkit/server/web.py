@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from agentkit.errors import InputError
-from agentkit.server.protocol import ApiError
+from agentkit.server.protocol import ApiError, as_api_error
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -127,9 +127,7 @@ class _Web:
         try:
             passages = await anyio.to_thread.run_sync(lambda: source.search(query, k=k))
         except Exception as exc:
-            from agentkit.server.app import _as_api_error
-
-            raise _as_api_error(exc) from exc
+            raise as_api_error(exc) from exc
         finally:
             self.server._release()
         return JSONResponse(
