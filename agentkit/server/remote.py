@@ -161,10 +161,7 @@ class _Endpoints:
             raise ApiError(400, 'send {"paths": ["/absolute/path", ...]}', param="paths")
         agent = self.server.agent
         config = agent.config
-        name = body.get("source") or (config.ingest.source if config else None) or next(iter(agent.sources), "")
-        if name not in agent.sources:
-            raise ApiError(400, f"this server has no source named {name!r}; it serves {', '.join(agent.sources) or 'none'}",
-                           param="source")
+        name = self._source_name(body)
         given = body.get("options") or {}
         if not isinstance(given, dict) or not all(k in _OPTIONS and isinstance(v, _OPTIONS[k]) for k, v in given.items()):
             raise ApiError(400, f"options: known are {', '.join(_OPTIONS)}, with scalar values", param="options")
