@@ -2,6 +2,11 @@
 
 `stream()` is the loop; `ask()`, `aask()` and `astream()` drain it. Both kinds of knowledge are tools here:
 external sources are searched, and the model's own knowledge is the `parametric` route.
+
+Over 600 lines (about 980) because every step of `stream()` reads and updates one question's
+state (the route, the evidence budget, deadlines, adapters, the tools called so far); kept in one
+class, a question's path reads top to bottom. What a step computes lives elsewhere: evidence,
+prompts, citations and the check in reasoning/, policies in routing/, backends in llm/ and knowledge/.
 """
 
 from __future__ import annotations

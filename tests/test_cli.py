@@ -185,7 +185,7 @@ def test_sources_shows_the_endpoint_of_a_remote_model_and_names_the_default_as_t
     assert "qwen2.5-7b at http://gpu-box:8080/v1" in out and "at dict://127.0.0.1:1" in out
     model = json.loads(run("--config", str(cfg), "sources", "--json").output)["model"]
     assert (model["base_url"], model["model"]) == ("http://gpu-box:8080/v1", "qwen2.5-7b")
-    from agentkit.cli import _origin_label
+    from agentkit.cli.sources import _origin_label
     from agentkit.config import load_config
 
     assert _origin_label(load_config(None)).startswith("built-in default (configs/default.yaml")

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from agentkit.cli import cli
-from agentkit.plugin_cli import write_skeleton
+from agentkit.cli.plugin import write_skeleton
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 

@@ -11,7 +11,7 @@ import pytest
 from agentkit import Agent, MemorySource, Passage
 from agentkit.llm.base import Delta
 from agentkit.reasoning.citations import REFUSAL
-from agentkit.repl import Repl
+from agentkit.cli.repl import Repl
 from agentkit.testing import FakeLLM
 from agentkit.types import Answer, AnswerEvent, Citation, Event, TokenEvent
 
@@ -166,7 +166,7 @@ def test_an_answer_agentkit_changed_is_printed_again_but_not_one_that_only_gaine
 def test_sources_list_each_mark_once_label_attributed_ones_and_shorten_long_quotes(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from agentkit.cli import show_footer
+    from agentkit.cli.context import show_footer
 
     long_text = "Tides rise and fall twice a day " * 30
     tides = Passage("tides#0", long_text + "and that is all.", "Tides", source="docs", uri="doc://tides")

@@ -20,7 +20,7 @@ from agentkit import Agent, MemorySource, Passage
 from agentkit.cli import cli
 from agentkit.errors import InputError
 from agentkit.llm.base import Delta
-from agentkit.repl import Repl
+from agentkit.cli.repl import Repl
 from agentkit.sessions import SessionNotFound, SessionStore
 from agentkit.testing import FakeLLM
 
@@ -228,7 +228,7 @@ CHAT_PROCESS = """
 import sys, time
 from agentkit import Agent, MemorySource, Passage
 from agentkit.llm.base import Delta
-from agentkit.repl import Repl
+from agentkit.cli.repl import Repl
 from agentkit.sessions import SessionStore
 from agentkit.testing import FakeLLM
 

@@ -4,6 +4,10 @@ agent's own prompt, answered in its reply format and citing the gold passage (as
 Items (a question, its answers, where its evidence is) come from a labelled task file, BEIR
 queries + qrels, or the model itself (`generate_items`, filtered); `build_examples` retrieves
 distractors for each from a knowledge source and renders one JSON-lines example per item.
+
+Over 600 lines (about 710) because one example is built in one pass (its item, gold passage and
+distractors, the reply that cites them, the checks on generated questions) over the same TaskItem
+and Example fields; split apart, each module would hold a fragment of that one path.
 """
 
 from __future__ import annotations

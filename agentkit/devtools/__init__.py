@@ -1,0 +1,1 @@
+"""Tools for working on agentkit itself (not used at run time): `python -m agentkit.devtools.layers`."""
