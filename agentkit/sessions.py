@@ -190,6 +190,24 @@ class SessionStore:
             )
         return int(seq)
 
+    def append_turn(
+        self, session: str, question: str, reply: str, *, answer: dict[str, Any] | None = None, complete: bool = True
+    ) -> int:
+        """A question and its answer in one transaction (the chat page's save): a failure keeps
+        neither, and two writers' turns cannot interleave into question, question, answer, answer,
+        which `history` would pair wrongly. Returns the answer's `seq`."""
+        name = check_name(session)
+        now = _now()
+        with self._write() as db:
+            (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session = ?", (name,)).fetchone()
+            db.executemany(
+                "INSERT INTO messages (session, seq, role, content, created_at, updated_at, complete, answer)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(name, seq, "user", question, now, now, 1, None),
+                 (name, seq + 1, "assistant", reply, now, now, int(complete), _dumps(answer))],
+            )
+        return int(seq) + 1
+
     def update(
         self,
         session: str,

@@ -245,6 +245,50 @@ def test_local_base_loads_once_refuses_reentry_and_reloads_after_close() -> None
     assert Toy.loads == 2
 
 
+
+def test_concurrent_requests_share_the_grammar_cache_safely(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Requests build their grammar before taking the model, so two server threads meet in the LRU
+    # cache. Fault injection: between one thread's lookup of a cached grammar and its move to the
+    # recent end, another thread compiles enough new grammars to evict it.
+    import collections
+    import sys
+    import types
+
+    from agentkit.llm import llama_cpp as backend
+
+    fake = types.ModuleType("llama_cpp.llama_grammar")
+    fake.LlamaGrammar = types.SimpleNamespace(from_string=lambda gbnf, verbose=False: gbnf)  # type: ignore[attr-defined]
+    fake.json_schema_to_gbnf = lambda schema: f"root ::= {schema!r}"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "llama_cpp", types.ModuleType("llama_cpp"))
+    monkeypatch.setitem(sys.modules, "llama_cpp.llama_grammar", fake)
+    monkeypatch.setattr(backend, "_check_grammar", lambda llama, gbnf, what: None)
+    llm = backend.LlamaCppLLM()
+    hot = GenerationOptions(grammar='root ::= "hot"')
+    llm._grammar(None, hot)
+    errors: list[BaseException] = []
+    others: list[threading.Thread] = []
+
+    def flood() -> None:
+        try:
+            for i in range(backend.GRAMMAR_CACHE_SIZE + 1):
+                llm._grammar(None, GenerationOptions(grammar=f'root ::= "{i}"'))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    class Interleaved(collections.OrderedDict):  # type: ignore[type-arg]
+        def get(self, key: Any, default: Any = None) -> Any:
+            found = super().get(key, default)
+            if key == 'gbnf:root ::= "hot"' and not others:
+                others.append(threading.Thread(target=flood))
+                others[0].start()
+                others[0].join(0.5)  # with the cache locked it waits for this call to finish
+            return found
+
+    llm._grammars = Interleaved(llm._grammars)
+    assert llm._grammar(None, hot) == 'root ::= "hot"'  # before the lock: KeyError in move_to_end
+    others[0].join(5)
+    assert errors == [] and len(llm._grammars) <= backend.GRAMMAR_CACHE_SIZE
+
 # --- with SmolLM2 ------------------------------------------------------------------------
 
 

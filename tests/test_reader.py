@@ -273,6 +273,21 @@ def test_a_distant_question_is_refused_without_asking_the_model() -> None:
     assert agent.ask("Does nitrogen boil near the river Lode?", route=["docs"]).kind != "refusal" and llm.calls
 
 
+
+def test_focus_min_score_zero_turns_the_distance_check_off_even_for_negative_scores() -> None:
+    class Opposed(_TopicEncoder):
+        """Every sentence points away from the question: cosine -1, so the best score is below 0."""
+
+        def embed_query(self, text: str) -> list[float]:
+            return [-x for x in self._vec("founded")]
+
+        def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+            return [self._vec("founded") for _ in texts]
+
+    off = plan("At what temperature does nitrogen boil?", [QUENWICK, BRIDGE], embedder=Opposed(), min_score=0.0)
+    assert off.candidates and off.candidates[0].score < 0
+    assert off.distant == ""  # before: "best -0.75, below agent.focus_min_score 0.00"
+
 @pytest.mark.real_model
 def test_minilm_focus_puts_the_answer_first_and_refuses_an_unrelated_question() -> None:
     from agentkit.knowledge.embeddings import OnnxEmbedder

@@ -171,3 +171,20 @@ def test_the_local_endpoints_want_the_key_from_the_data_dir(config: Path, tmp_pa
         asked = client.post("/extras/ask", json={"question": "How do I install agentkit?"}, headers={KEY_HEADER: key})
         assert asked.status_code == 200 and asked.json()["citations"]
     agent.close()
+
+
+def test_the_local_endpoints_keep_the_servers_body_limits(config: Path) -> None:
+    """The key proves who calls, not what is sent: --max-body and the nesting limit still hold."""
+    from starlette.testclient import TestClient
+
+    agent = Agent.from_config(load_config(config))
+    app = create_app(agent, max_body_bytes=200)
+    key = {KEY_HEADER: app.state.agentkit.local_key, "Content-Type": "application/json"}
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        big = client.post("/extras/ask", content=json.dumps({"question": "x" * 500}), headers=key)
+        assert big.status_code == 413 and "at most 200" in big.json()["error"]["message"]
+        deep = client.post("/extras/delete", content="[" * 80 + "]" * 80, headers=key)
+        assert deep.status_code == 400 and "levels deep" in deep.json()["error"]["message"]
+        listed = client.post("/extras/delete", content="[]", headers=key)
+        assert listed.status_code == 400 and "JSON object" in listed.json()["error"]["message"]
+    agent.close()

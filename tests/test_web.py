@@ -233,6 +233,7 @@ def test_a_withheld_answer_says_what_was_withheld(open_page: Any, url: str) -> N
     assert withheld.is_visible()
     assert "Withheld:" in (withheld.text_content() or "") and "bananas" in (withheld.text_content() or "")
     assert "bananas" not in (answer.locator(".answer").text_content() or "")
+    assert withheld.get_attribute("role") is None  # only warnings are notes; not role="null"
     shot(page, "withheld-answer")
 
 
@@ -284,6 +285,26 @@ def test_a_session_reloads_and_continues(open_page: Any, url: str, data_dir: Pat
         "What does the router decide?", "How do I install agentkit?"]
     with SessionStore(default_path(data_dir)) as store:
         assert [m.role for m in store.messages("from-the-cli")] == ["user", "assistant", "user", "assistant"]
+
+
+def test_a_turn_stopped_by_new_chat_stays_out_of_the_new_chat(open_page: Any, tmp_path: Path) -> None:
+    llm = PageLLM()
+    llm.slow = 0.25
+    with ServerThread(create_app(build_agent(llm, tmp_path))) as base:
+        page = open_page(base)
+        ask(page, "Answer slowly please", route="parametric")
+        page.wait_for_function("() => document.querySelector('.msg.assistant .answer').textContent.length > 0")
+        page.click("#new-chat")
+        done(ask(page, "How do I install agentkit?", route="docs"))
+        deadline = time.monotonic() + 10
+        with SessionStore(default_path(tmp_path)) as store:
+            while sum(i.turns for i in store.list()) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            questions = {n: [m.content for m in store.messages(n) if m.role == "user"] for n in store.names()}
+        shown = page.evaluate("() => sessionStorage.getItem('agentkit.session')")
+    # Each chat is its own session: the stopped question was not saved into the chat started after it.
+    assert sorted(questions.values()) == [["Answer slowly please"], ["How do I install agentkit?"]], questions
+    assert questions[shown] == ["How do I install agentkit?"]
 
 
 def test_passage_markup_renders_as_inert_text(open_page: Any, url: str) -> None:
@@ -384,3 +405,24 @@ def test_without_a_config_the_page_is_told_there_are_no_sessions(tmp_path: Path)
         assert httpx.get(base + "/extras/sources").json()["sessions"] is False
         response = httpx.get(base + "/extras/sessions")
     assert response.status_code == 404 and "Agent.from_config" in response.json()["error"]["message"]
+
+
+def test_a_turn_that_cannot_be_saved_leaves_no_question_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page's save is one transaction: a failure on the answer keeps no lone question, which
+    the next save's answer would otherwise be paired with."""
+    from starlette.testclient import TestClient
+
+    import agentkit.sessions as sessions
+
+    real = sessions._dumps
+    monkeypatch.setattr(sessions, "_dumps", lambda data: real(data) if data is None else (_ for _ in ()).throw(OSError("disk full")))
+    app = create_app(build_agent(FakeLLM(), tmp_path))
+    with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as client:
+        turn = {"question": "Q1", "answer": "A1", "complete": True, "record": {"warnings": []}}
+        assert client.post("/extras/sessions/s/turns", json=turn).status_code == 500
+        monkeypatch.setattr(sessions, "_dumps", real)
+        saved = client.post("/extras/sessions/s/turns", json={**turn, "question": "Q2", "answer": "A2"})
+        assert saved.status_code == 200 and saved.json()["seq"] == 2
+    with SessionStore(default_path(tmp_path)) as store:
+        assert [(m.role, m.content) for m in store.messages("s")] == [("user", "Q2"), ("assistant", "A2")]
+        assert [(m.role, m.content) for m in store.history("s")] == [("user", "Q2"), ("assistant", "A2")]

@@ -64,7 +64,7 @@ def logs_off(obj: Context) -> None:
 def logs_on(obj: Context) -> None:
     """Log answers again (removes DATA_DIR/logs-off)."""
     (Path(obj.config.data_dir).expanduser() / OFF_FILE).unlink(missing_ok=True)
-    note = f" for this shell's commands, but ${ENV} turns it off" if not enabled(obj.config.data_dir) else ""
+    note = f" (but ${ENV} in this shell keeps its commands from logging)" if not enabled(obj.config.data_dir) else ""
     click.echo(f"logging is on{note}; answers go to {logs_path(obj.config.data_dir)}")
 
 

@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import sys
+import threading
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,6 +231,9 @@ class LlamaCppLLM(LocalLLM):
         self.verbose = verbose
         self._formatter: Jinja2ChatFormatter | None = None
         self._grammars: collections.OrderedDict[str, LlamaGrammar] = collections.OrderedDict()
+        # Requests build their grammar before taking the model (`_request` runs outside
+        # `_generating`), so concurrent calls share the LRU cache: one lock for its reorders and evictions.
+        self._grammar_lock = threading.Lock()
         for adapter, path in (adapters or {}).items():
             self._register(adapter, path, f"adapters.{adapter}.path")
 
@@ -521,23 +525,24 @@ class LlamaCppLLM(LocalLLM):
             key, what = "schema:" + json.dumps(options.json_schema, sort_keys=True), "json_schema"
         else:
             return None
-        cached = self._grammars.get(key)
-        if cached is not None:
-            self._grammars.move_to_end(key)
-            return cached
-        if options.grammar is not None:
-            gbnf = options.grammar
-        else:
-            try:
-                gbnf = json_schema_to_gbnf(json.dumps(options.json_schema))
-            except Exception as exc:  # the converter raises bare Exceptions
-                raise InputError(f"json_schema cannot be turned into a grammar: {exc}") from exc
-        _check_grammar(llama, gbnf, what)
-        grammar = LlamaGrammar.from_string(gbnf, verbose=self.verbose)
-        self._grammars[key] = grammar
-        while len(self._grammars) > GRAMMAR_CACHE_SIZE:
-            self._grammars.popitem(last=False)
-        return grammar
+        with self._grammar_lock:
+            cached = self._grammars.get(key)
+            if cached is not None:
+                self._grammars.move_to_end(key)
+                return cached
+            if options.grammar is not None:
+                gbnf = options.grammar
+            else:
+                try:
+                    gbnf = json_schema_to_gbnf(json.dumps(options.json_schema))
+                except Exception as exc:  # the converter raises bare Exceptions
+                    raise InputError(f"json_schema cannot be turned into a grammar: {exc}") from exc
+            _check_grammar(llama, gbnf, what)
+            grammar = LlamaGrammar.from_string(gbnf, verbose=self.verbose)
+            self._grammars[key] = grammar
+            while len(self._grammars) > GRAMMAR_CACHE_SIZE:
+                self._grammars.popitem(last=False)
+            return grammar
 
 
 # --- helpers -------------------------------------------------------------------------------

@@ -232,7 +232,8 @@ def plan(question: str, ranked: Sequence[Passage], *, top: int = 3, embedder: An
     if f.candidates:
         best = f.candidates[0]
         gaps = unmet_premises(question, best.text, ranked[best.passage].title + " " + ranked[best.passage].text)
-        if embedder is not None and best.score < min_score:
+        # min_score 0 turns the check off: a best score below 0 (a negative cosine) is still read.
+        if embedder is not None and min_score > 0 and best.score < min_score:
             distant = (f"no source sentence is close to the question (best {best.score:.2f}, "
                        f"below agent.focus_min_score {min_score:.2f})")
     return ReadingPlan(question, ranked, markers, passages, shown, f.candidates, gaps, distant)

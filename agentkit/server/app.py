@@ -584,7 +584,7 @@ async def _api_error(request: Request, exc: ApiError) -> Response:
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
     if exc.status_code == 404:
-        message = f"no route {request.url.path}; this server has /v1/chat/completions, /v1/models and /health"
+        message = f"no route {request.url.path}; this server has / (the chat page), /v1/chat/completions, /v1/models, /health and /extras/*"
     else:
         message = f"{request.method} {request.url.path}: {exc.detail}"
     err = ApiError(exc.status_code, message, code="not_found" if exc.status_code == 404 else None)

@@ -139,12 +139,10 @@ class _Endpoints:
     async def _body(self, request: Request) -> dict[str, Any]:
         from agentkit.server.protocol import ApiError
 
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            body = None
+        # The chat endpoint's reader: the same --max-body and nesting limits, the same 400s.
+        body = await self.server._read_json(request)
         if not isinstance(body, dict):
-            raise ApiError(400, "send a JSON object")
+            raise ApiError(400, f"send a JSON object, got {type(body).__name__}", code="invalid_json")
         return body
 
     async def ingest(self, request: Request) -> Response:

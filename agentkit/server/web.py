@@ -191,8 +191,8 @@ class _Web:
         name = request.path_params["name"]
 
         def save() -> int:
-            store.append(name, "user", body["question"])
-            return store.append(name, "assistant", body["answer"], answer=record, complete=bool(body.get("complete", True)))
+            return store.append_turn(name, body["question"], body["answer"], answer=record,
+                                     complete=bool(body.get("complete", True)))
 
         try:
             seq = await anyio.to_thread.run_sync(save)

@@ -13,6 +13,7 @@ const state = {
   model: "agentkit",
   sessionsEnabled: false,
   session: sessionStorage.getItem(SESSION_KEY) || "",
+  chat: 0, // bumped by newChat: an answer still finishing belongs to the chat it was asked in
   history: [], // complete {role, content} pairs sent with each question
   controller: null, // the AbortController of the answer streaming now
   asking: null, // resolves when the user has given a token
@@ -23,6 +24,7 @@ const state = {
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined) continue; // no attribute, not the text "null"
     if (key === "class") node.className = value;
     else if (key === "text") node.textContent = value;
     else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
@@ -204,19 +206,26 @@ async function openSession(name) {
   closeSide();
 }
 
-async function saveTurn(question, text, complete, record) {
+// `asked` is {chat, session} as they were when the question was sent: a turn stopped by "New
+// chat" or by opening another session is saved where it was asked, not into the chat now shown.
+async function saveTurn(question, text, complete, record, asked) {
   if (!state.sessionsEnabled) return;
-  if (!state.session) {
+  const current = asked.chat === state.chat;
+  let session = current ? state.session : asked.session;
+  if (!session) {
     const now = new Date();
     const pad = (n) => String(n).padStart(2, "0");
     // A random tail: two tabs that start a chat in the same second must not share a session.
     const tail = Array.from(crypto.getRandomValues(new Uint8Array(2)), (b) => b.toString(16).padStart(2, "0")).join("");
-    state.session = `web-${now.getFullYear()}${pad(now.getMonth() + 1)}${pad(now.getDate())}-${pad(now.getHours())}${pad(now.getMinutes())}-${tail}`;
-    sessionStorage.setItem(SESSION_KEY, state.session);
-    $("session-name").textContent = `session: ${state.session}`;
+    session = `web-${now.getFullYear()}${pad(now.getMonth() + 1)}${pad(now.getDate())}-${pad(now.getHours())}${pad(now.getMinutes())}-${tail}`;
+    if (current) {
+      state.session = session;
+      sessionStorage.setItem(SESSION_KEY, session);
+      $("session-name").textContent = `session: ${session}`;
+    }
   }
   try {
-    await json(`/extras/sessions/${encodeURIComponent(state.session)}/turns`, {
+    await json(`/extras/sessions/${encodeURIComponent(session)}/turns`, {
       method: "POST", body: JSON.stringify({ question, answer: text, complete, record }),
     });
     await loadSessions();
@@ -377,6 +386,7 @@ async function send() {
   const view = addAssistant();
   const controller = new AbortController();
   state.controller = controller;
+  const asked = { chat: state.chat, session: state.session };
   $("stop").hidden = false;
   $("send").disabled = true;
   const route = $("route").value;
@@ -432,13 +442,13 @@ async function send() {
   if (status === "stopped") {
     const record = { route: extra.route, reasoning, warnings: ["stopped from the page before the answer was complete"], text: content };
     finish(view, { ...record, warnings: [] }, "stopped");
-    await saveTurn(question, content, false, record);
+    await saveTurn(question, content, false, record, asked);
   } else {
     const record = { ...extra, reasoning: extra.reasoning || reasoning, text: extra.text ?? content };
     finish(view, record, "done");
-    state.history.push({ role: "user", content: question }, { role: "assistant", content: record.text });
+    if (asked.chat === state.chat) state.history.push({ role: "user", content: question }, { role: "assistant", content: record.text });
     const { text, ...saved } = record;
-    await saveTurn(question, text, true, saved);
+    await saveTurn(question, text, true, saved, asked);
   }
   input.focus();
 }
@@ -449,6 +459,7 @@ function stop() {
 
 function newChat() {
   stop();
+  state.chat += 1;
   state.history = [];
   state.session = "";
   sessionStorage.removeItem(SESSION_KEY);
