@@ -99,14 +99,10 @@ class LogStore:
     """The `logs` table; each write is its own transaction (WAL, shared with the session store)."""
 
     def __init__(self, path: str | Path) -> None:
+        from agentkit.sessions import open_db
+
         self.path = Path(path).expanduser()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise InputError(f"{self.path}: cannot open the log ({exc}); move the file away or pass another --data-dir") from exc
+        self._db = open_db(self.path, _SCHEMA, "the log")
 
     def close(self) -> None:
         self._db.close()

@@ -127,6 +127,25 @@ def check_name(session: str) -> str:
     return name
 
 
+def open_db(path: Path, schema: str, what: str) -> sqlite3.Connection:
+    """The SQLite file at `path` (sessions.sqlite holds sessions and logs) with `schema` applied:
+    autocommit, WAL, usable from any thread; an unreadable file is an error naming it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+        db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL keeps every commit across a process crash; only a power cut may lose the last.
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(schema)
+    except sqlite3.DatabaseError as exc:
+        raise InputError(f"{path}: cannot open {what} ({exc}); move the file away or pass another --data-dir") from exc
+    return db
+
+
+_INSERT = ("INSERT INTO messages (session, seq, role, content, created_at, updated_at, complete, answer)"
+           " VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+
+
 class SessionStore:
     """Chat sessions in one SQLite file (WAL mode): one row per message, ordered by `seq`.
 
@@ -136,15 +155,7 @@ class SessionStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).expanduser()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL keeps every commit across a process crash; only a power cut may lose the last.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise InputError(f"{self.path}: cannot open the session store ({exc}); move the file away or pass another --data-dir") from exc
+        self._db = open_db(self.path, _SCHEMA, "the session store")
         self._lock = threading.RLock()
 
     def close(self) -> None:
@@ -183,11 +194,7 @@ class SessionStore:
         now = _now()
         with self._write() as db:
             (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session = ?", (name,)).fetchone()
-            db.execute(
-                "INSERT INTO messages (session, seq, role, content, created_at, updated_at, complete, answer)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (name, seq, role, content, now, now, int(complete), _dumps(answer)),
-            )
+            db.execute(_INSERT, (name, seq, role, content, now, now, int(complete), _dumps(answer)))
         return int(seq)
 
     def append_turn(
@@ -201,8 +208,7 @@ class SessionStore:
         with self._write() as db:
             (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session = ?", (name,)).fetchone()
             db.executemany(
-                "INSERT INTO messages (session, seq, role, content, created_at, updated_at, complete, answer)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                _INSERT,
                 [(name, seq, "user", question, now, now, 1, None),
                  (name, seq + 1, "assistant", reply, now, now, int(complete), _dumps(answer))],
             )
