@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hmac
-import inspect
 import json
 import os
 import secrets
@@ -166,19 +165,14 @@ class _Endpoints:
         options: dict[str, Any] = {}
         if config is not None:
             options.update(chunk_tokens=config.ingest.chunk_tokens, overlap=config.ingest.chunk_overlap,
-                           batch_size=config.ingest.batch_size)
-            if hasattr(config.ingest, "max_file_mb"):
-                options["max_file_mb"] = config.ingest.max_file_mb
+                           batch_size=config.ingest.batch_size, max_file_mb=config.ingest.max_file_mb)
         options.update(given, progress=False)
 
         def run() -> dict[str, Any]:
             from agentkit.ingest.pipeline import ingest as run_ingest
 
-            # Only what this version of the pipeline takes (the command and the server are one version).
-            accepted = inspect.signature(run_ingest).parameters
-            kwargs = {k: v for k, v in options.items() if k in accepted}
             with self._ingesting, _ingest_lock(config.data_dir if config else None):
-                report = run_ingest([Path(p) for p in paths], agent.sources[name], **kwargs)
+                report = run_ingest([Path(p) for p in paths], agent.sources[name], **options)
             return {**dataclasses.asdict(report), "summary": report.summary()}
 
         try:
@@ -251,10 +245,8 @@ class _Endpoints:
 
 def _ingest_lock(data_dir: Any) -> Any:
     """The data dir's ingest lock (agentkit.ingest.lock), so a server's ingest and a command's do not mix."""
-    try:
-        from agentkit.ingest.lock import ingest_lock
-    except ImportError:
-        return contextlib.nullcontext()
+    from agentkit.ingest.lock import ingest_lock
+
     return ingest_lock(data_dir) if data_dir is not None else contextlib.nullcontext()
 
 
