@@ -339,7 +339,8 @@ class Agent:
         """This agent with one call's own limits; the model, sources and caches are shared."""
         if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
             raise InputError(f"max_tokens must be a whole number of at least 1, got {max_tokens!r}")
-        if temperature is not None and not 0.0 <= temperature <= 2.0:
+        if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+                                        or not 0.0 <= temperature <= 2.0):
             raise InputError(f"temperature must be between 0 and 2, got {temperature!r}")
         call = copy.copy(self)
         update: dict[str, Any] = {}

@@ -498,3 +498,9 @@ def test_an_unknown_filter_key_is_an_error_naming_the_filterable_fields() -> Non
     with pytest.raises(InputError, match=r"no metadata field 'language'.*filterable fields: lang"):
         src.search("install", filters={"language": "en"})
     assert src.search("install", filters={"lang": "de"}) == []  # a known key with no match is no error
+
+
+def test_a_per_call_temperature_that_is_not_a_number_is_named() -> None:
+    agent = Agent(FakeLLM("fine"), [])
+    with pytest.raises(InputError, match="temperature must be between 0 and 2, got 'hot'"):
+        agent.ask("hello", temperature="hot")  # type: ignore[arg-type]

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from agentkit.cli.context import Context, close_sources
+
+if TYPE_CHECKING:
+    from agentkit.config import Config
 
 
 @click.command()
@@ -32,9 +36,7 @@ def ingest(obj: Context, paths: tuple[Path, ...], source_name: str | None, chunk
     from agentkit.server.remote import forwarded_ingest, locked_error
 
     cfg = obj.config
-    name = source_name or cfg.ingest.source or next(iter(cfg.sources), "")
-    if name not in cfg.sources:
-        raise click.UsageError(f"no source named {name!r} to ingest into; configured: {', '.join(cfg.sources) or 'none'}")
+    name = _target(cfg, source_name, " to ingest into")
     # A running `agentkit serve` holds the store: it does the writing (server/remote.py says why).
     report = forwarded_ingest(cfg.data_dir, name, paths, chunk_tokens=chunk_tokens, overlap=overlap,
                               max_file_mb=max_file_mb, id_prefix=id_prefix, prune=prune)
@@ -82,9 +84,7 @@ def delete(obj: Context, doc_ids: tuple[str, ...], source_name: str | None, as_j
     from agentkit.server.remote import forwarded_delete, locked_error
 
     cfg = obj.config
-    name = source_name or cfg.ingest.source or next(iter(cfg.sources), "")
-    if name not in cfg.sources:
-        raise click.UsageError(f"no source named {name!r}; configured: {', '.join(cfg.sources) or 'none'}")
+    name = _target(cfg, source_name)
     # An id given twice is one document: deleted once, reported once.
     ids = list(dict.fromkeys(doc_ids))
     removed = forwarded_delete(cfg.data_dir, name, ids)  # a running serve holds the store
@@ -108,3 +108,11 @@ def delete(obj: Context, doc_ids: tuple[str, ...], source_name: str | None, as_j
             click.echo(f"{doc_id}: removed {n} chunk(s)" if n else f"{doc_id}: not in {name!r}")
     if not any(removed.values()):
         sys.exit(1)
+
+
+def _target(cfg: Config, source_name: str | None, purpose: str = "") -> str:
+    """The source `ingest` and `delete` write to: --source, else ingest.source, else the first."""
+    name = source_name or cfg.ingest.source or next(iter(cfg.sources), "")
+    if name not in cfg.sources:
+        raise click.UsageError(f"no source named {name!r}{purpose}; configured: {', '.join(cfg.sources) or 'none'}")
+    return str(name)
