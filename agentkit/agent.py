@@ -32,6 +32,7 @@ from agentkit.types import (
     PARAMETRIC,
     Answer,
     AnswerEvent,
+    ContentEvent,
     Event,
     Message,
     Passage,
@@ -215,6 +216,8 @@ class Agent:
         filters: Filters | None = None,
     ) -> Iterator[Event]:
         """Run the loop, yielding events: route, retrievals/steps, tokens, warnings, the answer.
+        TokenEvents are the model's reply as generated; ContentEvents the answer text agentkit
+        composes (the quote reader's, streamed while the model copies its quote; see types.py).
 
         `max_tokens`, `temperature` and `seed` apply to this call only (an OpenAI request's
         fields): `max_tokens` caps every reply the model generates for the answer, the quote
@@ -654,7 +657,7 @@ class Agent:
             # A dictionary has the word: its senses, quoted and cited, are the answer.
             answer.passages, answer.kind = ranked, "definition"
             answer.text, answer.citations = definition
-            yield TokenEvent(answer.text)
+            yield ContentEvent(answer.text)
             return True
         t_focus = time.perf_counter()
         try:
@@ -665,6 +668,7 @@ class Agent:
         answer.timings["focus_ms"] = _ms(t_focus)
         answer.passages = plan.passages
         gaps = (plan.gaps if s.check_premises else []) + ([plan.distant] if plan.distant else [])
+        streamed = ""
         if not plan.candidates or gaps:
             reading = reader.Reading(REFUSAL, "refusal", [], gaps or ["no source sentence matches the question"])
         else:
@@ -673,12 +677,20 @@ class Agent:
             # The forced quote does not eat into the answer's max_tokens.
             quoted = max(self.llm.count_tokens(c.text) for c in plan.candidates[: s.quote_choices]) + 8
             # A request's max_tokens caps the whole reply, as OpenAI clients count it.
+            # With the grammar the answer streams as the model copies its quote; without one the
+            # quote is known only from the whole reply, and the answer comes at the end.
+            live = reader.QuoteStream(plan, s.quote_choices)
             yield from self._generate(messages, answer, reply, grammar=plan.grammar(s.quote_choices),
-                                      max_tokens=self._cap or s.max_tokens + quoted)
+                                      max_tokens=self._cap or s.max_tokens + quoted, content=live.feed)
+            streamed = live.sent
             support = None if s.verify == "off" else self._verifier().support
             reading = reader.interpret(reply[0], plan, support, s.support_threshold)
         answer.text, answer.kind, answer.citations, answer.withheld = (
             reading.text, reading.kind, reading.citations, reading.withheld)
+        # The rest of the text (the short answer, or all of it). Should it ever not continue what
+        # streamed, Answer.text differs from the pieces and is what to show (the server says `revised`).
+        if reading.text.startswith(streamed) and reading.text != streamed:
+            yield ContentEvent(reading.text[len(streamed) :])
         for note in reading.warnings:
             answer.warnings.append(note)
             yield WarningEvent(note)
@@ -721,10 +733,12 @@ class Agent:
 
     def _generate(
         self, messages: list[Message], answer: Answer, out: list[str], grammar: str | None = None,
-        max_tokens: int | None = None,
+        max_tokens: int | None = None, content: Callable[[str], str] | None = None,
     ) -> Iterator[Event]:
         """Stream one reply; its text is appended to `out`. Closing the stream stops the model.
-        A `grammar` the backend cannot honour is dropped (the reply is then checked as text)."""
+        A `grammar` the backend cannot honour is dropped (the reply is then checked as text).
+        `content` is given each token of a grammar-forced reply; what it returns streams as
+        the answer's text (a ContentEvent)."""
         s = self.settings
         if grammar is not None and self._no_grammar:
             grammar = None
@@ -753,6 +767,9 @@ class Agent:
                         answer.timings["ttft_ms"] = _ms(t0)
                     pieces.append(delta.text)
                     yield TokenEvent(delta.text)
+                    text = content(delta.text) if content is not None and options.grammar is not None else ""
+                    if text:
+                        yield ContentEvent(text)
                 if delta.usage is not None:
                     answer.usage += delta.usage
                 if delta.finish_reason is not None:

@@ -157,9 +157,10 @@ class LiveAnswer:
 
     Before the first token it says what is happening (the route, "searching docs…", "reading 5
     passages from docs…"); the model's working (a `Reasoning:` part) streams dim, the answer
-    streams as it is written, and the quote reader's `Quote: … Answer: …` reply is not shown:
-    its answer is composed and checked once the reply is complete. `finish()` says whether the
-    answer already stands on screen, so that it is printed once.
+    streams as it is written. The quote reader's `Quote: … Answer: …` reply is not shown: its
+    answer (ContentEvents) streams instead, the quote as the model copies it and any checked
+    short answer once the reply is complete. `finish()` says whether the answer already stands
+    on screen, so that it is printed once.
     """
 
     def __init__(self, *, tokens: bool = True, progress: bool = True, err: bool = False) -> None:
@@ -184,11 +185,13 @@ class LiveAnswer:
         return "Answer: " if self._reasoned or self._content else ""
 
     def show(self, event: object) -> None:
-        from agentkit.types import PARAMETRIC, RetrievalEvent, RouteEvent, StepEvent, TokenEvent
+        from agentkit.types import PARAMETRIC, ContentEvent, RetrievalEvent, RouteEvent, StepEvent, TokenEvent
 
         if isinstance(event, TokenEvent):
             for kind, text in self._splitter.feed(event.text):
                 self._piece(kind, text)
+        elif isinstance(event, ContentEvent):
+            self._piece("content", event.text)
         elif isinstance(event, RouteEvent):
             d = event.decision
             self._note(f"↳ {', '.join(d.targets)} ({d.confidence:.2f}): {d.reason}")
@@ -215,7 +218,8 @@ class LiveAnswer:
         """End what streamed; True when the answer streamed as it stands (it is not printed again)."""
         self._flush()
         self._end_line()
-        return bool(self._content) and same_answer("".join(self._content), answer.text)
+        shown = "".join(self._content)
+        return bool(shown) and (shown == answer.text or same_answer(shown, answer.text))
 
     # --- printing -----------------------------------------------------------------------------
 

@@ -239,8 +239,21 @@ class StepEvent:
 
 @dataclass
 class TokenEvent:
+    """A piece of the model's reply, as it is generated (labels such as `Quote:` included)."""
+
     text: str
     type: Literal["token"] = "token"
+
+
+@dataclass
+class ContentEvent:
+    """A piece of an answer text that agentkit composes rather than the model writes: the quote
+    reader's answer (streamed while the model copies its quote), a definition, a refusal. Joined
+    in order, the pieces are `Answer.text`. A free-text reply (the chain-of-thought reader, an
+    answer from memory) streams only as TokenEvents: its answer is the part after `Answer:`."""
+
+    text: str
+    type: Literal["content"] = "content"
 
 
 @dataclass
@@ -255,4 +268,4 @@ class AnswerEvent:
     type: Literal["answer"] = "answer"
 
 
-Event = Union[RouteEvent, RetrievalEvent, StepEvent, TokenEvent, WarningEvent, AnswerEvent]
+Event = Union[RouteEvent, RetrievalEvent, StepEvent, TokenEvent, ContentEvent, WarningEvent, AnswerEvent]

@@ -11,7 +11,7 @@ from agentkit import Agent, MemorySource, Passage
 from agentkit.config import AgentSettings
 from agentkit.errors import InputError, UnknownSource
 from agentkit.testing import FakeLLM
-from agentkit.types import PARAMETRIC, AnswerEvent, RetrievalEvent, RouteEvent, StepEvent, TokenEvent
+from agentkit.types import PARAMETRIC, AnswerEvent, ContentEvent, RetrievalEvent, RouteEvent, StepEvent, TokenEvent
 
 
 def corpus() -> MemorySource:
@@ -60,10 +60,13 @@ def test_events_come_in_order() -> None:
     assert TokenEvent in kinds
     streamed = "".join(e.text for e in events if isinstance(e, TokenEvent))
     answer = events[-1].answer
-    # The reader's reply streams as it is written; the answer is its short answer, cited.
+    # The reader's reply streams as it is written; the answer (its quote, then its short answer,
+    # cited) streams as content, the quote while the model still writes.
     assert streamed.startswith('Quote: [1] "') and "\nAnswer: " in streamed
-    short = answer.text.split(" — ")[0]
+    short = answer.text.split(" In short: ")[1].rstrip(".")
     assert answer.kind == "model" and f"Answer: {short}" in streamed
+    assert "".join(e.text for e in events if isinstance(e, ContentEvent)) == answer.text
+    assert kinds.index(ContentEvent) < len(kinds) - 1 - kinds[::-1].index(TokenEvent)
 
 
 def test_parametric_route_uses_no_sources() -> None:

@@ -253,7 +253,7 @@ def test_ask_says_what_it_is_doing_on_stderr_and_prints_the_answer_once(docs_con
     assert "searching docs…" in result.stderr and "reading 1 passage from docs…" in result.stderr
     assert "searching" not in result.stdout  # stdout stays the answer
     out = result.stdout.splitlines()
-    answer = next(line for line in out if line.endswith("[1]"))
+    answer = next(line for line in out if line.startswith("The sources say: “"))
     assert sum(answer in line for line in out) == 1 and not any(line.startswith("Quote:") for line in out)
     quiet = CliRunner().invoke(cli, ["--config", str(docs_config), "ask", "--no-progress", "How do I install agentkit?"])
     assert "searching" not in quiet.stderr

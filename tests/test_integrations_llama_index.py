@@ -29,6 +29,7 @@ from agentkit.integrations.llama_index import (
     LlamaIndexSource,
     WritableLlamaIndexSource,
     as_query_engine,
+    metadata_filters,
 )
 from agentkit.knowledge.base import KnowledgeSource, WritableSource
 from agentkit.types import Passage
@@ -154,6 +155,38 @@ def test_retriever_in_a_llama_index_query_engine(memory: MemorySource) -> None:
     response = engine.query("What causes the tides of the oceans?")
     assert [n.node.node_id for n in response.source_nodes] == ["tides#0"]
     assert "gravitational pull" in str(response)  # MockLLM echoes the prompt, evidence included
+
+
+def test_retriever_takes_similarity_top_k_as_vector_index_retriever_does(memory: MemorySource) -> None:
+    from llama_index.core.callbacks import CallbackManager, LlamaDebugHandler
+
+    question = "tides moon volcano lava rust borrow bees flowers coffee seeds espresso"  # all six match
+    index = VectorStoreIndex(corpus_nodes(), embed_model=BagOfWordsEmbedding())
+    theirs = index.as_retriever(similarity_top_k=2).retrieve(question)
+    ours = AgentkitLlamaRetriever(memory, similarity_top_k=2)
+    assert len(theirs) == len(ours.retrieve(question)) == 2 and ours.k == 2
+    ours.similarity_top_k = 1  # settable, as on VectorIndexRetriever
+    assert [n.node.node_id for n in ours.retrieve(question)] == [ours.retrieve(question)[0].node.node_id]
+    assert len(AgentkitLlamaRetriever(memory, similarity_top_k=4, k=4).retrieve(question)) == 4
+    # BaseRetriever's own keywords still reach it.
+    debug = LlamaDebugHandler()
+    engine = RetrieverQueryEngine.from_args(
+        AgentkitLlamaRetriever(memory, similarity_top_k=3, callback_manager=CallbackManager([debug])), llm=MockLLM()
+    )
+    assert len(engine.query(question).source_nodes) == 3
+    assert debug.get_event_pairs("retrieve")
+
+
+def test_retriever_refuses_keywords_it_does_not_honour(memory: MemorySource) -> None:
+    with pytest.raises(TypeError, match=r"unknown keyword\(s\) 'top_k', 'vector_store_query_mode'; it takes similarity_top_k"):
+        AgentkitLlamaRetriever(memory, top_k=3, vector_store_query_mode="hybrid")  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="similarity_top_k=2 and k=3 are the same setting"):
+        AgentkitLlamaRetriever(memory, similarity_top_k=2, k=3)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="similarity_top_k must be a whole number of at least 1"):
+            AgentkitLlamaRetriever(memory, similarity_top_k=bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="filters must map metadata keys"):
+        AgentkitLlamaRetriever(memory, filters=metadata_filters({"topic": "biology"}))  # type: ignore[arg-type]
 
 
 def test_agent_as_query_engine(memory: MemorySource) -> None:

@@ -10,6 +10,7 @@ import re
 import struct
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -332,6 +333,30 @@ def test_sampling_is_reproducible_with_a_seed(llm: LlamaCppLLM) -> None:
     first = llm.chat(STORY, options).text
     assert llm.chat(STORY, options).text == first
     assert "".join(d.text for d in llm.stream(STORY, options)) == first
+
+
+@pytest.mark.real_model
+def test_top_k_top_p_and_min_p_reach_the_sampler(llm: LlamaCppLLM) -> None:
+    # Each of top_k=1, top_p=0 and min_p=1 leaves only the likeliest token, so hot sampling with
+    # any seed gives the greedy text; without them the same seeds wander off it.
+    # (llama-cpp-python reads a new prompt in one batch but replays a cached one's last token alone:
+    # the tiny difference in the logits can flip a near-tie, so the compared calls all come after one.)
+    llm.chat(STORY, GenerationOptions(max_tokens=4))
+    greedy = llm.chat(STORY, GenerationOptions(max_tokens=30)).text
+    hot = [GenerationOptions(max_tokens=30, temperature=1.5, seed=seed) for seed in (1, 2)]
+    assert any(llm.chat(STORY, o).text != greedy for o in hot)
+    for narrow in ({"top_k": 1}, {"top_p": 0.0}, {"min_p": 1.0}):
+        for options in hot:
+            assert llm.chat(STORY, replace(options, **narrow)).text == greedy, narrow
+    assert "".join(d.text for d in llm.stream(STORY, replace(hot[0], top_k=1))) == greedy
+
+
+@pytest.mark.real_model
+def test_presence_and_frequency_penalties_change_the_greedy_text(llm: LlamaCppLLM) -> None:
+    llm.chat(STORY, GenerationOptions(max_tokens=4))  # see test_top_k_top_p_and_min_p_reach_the_sampler
+    greedy = llm.chat(STORY, GenerationOptions(max_tokens=60)).text
+    for name in ("presence_penalty", "frequency_penalty"):
+        assert llm.chat(STORY, GenerationOptions(max_tokens=60, **{name: 2.0})).text != greedy, name
 
 
 @pytest.mark.real_model

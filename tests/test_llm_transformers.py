@@ -13,6 +13,7 @@ import statistics
 import threading
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -327,6 +328,25 @@ def test_repeat_penalty_changes_the_choice(llm: TransformersLLM) -> None:
     plain = llm.chat(QUESTION, GenerationOptions(max_tokens=4))
     penalised = llm.chat(QUESTION, GenerationOptions(max_tokens=4, repeat_penalty=1.5))
     assert penalised.text != plain.text
+
+
+@pytest.mark.real_model
+def test_top_k_top_p_and_min_p_narrow_sampling_to_the_likeliest_token(llm: TransformersLLM) -> None:
+    greedy = llm.chat(STORY, GenerationOptions(max_tokens=12)).text
+    hot = [GenerationOptions(max_tokens=12, temperature=1.5, seed=seed) for seed in (1, 2)]
+    assert any(llm.chat(STORY, o).text != greedy for o in hot)
+    for narrow in ({"top_k": 1}, {"top_p": 0.0}, {"min_p": 1.0}):
+        for options in hot:
+            assert llm.chat(STORY, replace(options, **narrow)).text == greedy, narrow
+
+
+@pytest.mark.real_model
+def test_presence_and_frequency_penalties_count_the_generated_tokens(llm: TransformersLLM) -> None:
+    greedy = llm.chat(STORY, GenerationOptions(max_tokens=40)).text
+    for name in ("presence_penalty", "frequency_penalty"):
+        penalised = llm.chat(STORY, GenerationOptions(max_tokens=40, **{name: 2.0})).text
+        # Nothing is generated before the first token: the penalty starts once the reply repeats.
+        assert penalised != greedy and penalised.split()[0] == greedy.split()[0], name
 
 
 @pytest.mark.real_model

@@ -342,6 +342,31 @@ def test_llama_server_is_detected_by_its_models_list_and_props() -> None:
         assert llm.count_tokens("a b c") == 3
 
 
+def test_sampling_fields_go_out_in_each_servers_spelling() -> None:
+    owner = {"value": "llamacpp"}
+
+    def script(method: str, path: str, body: dict[str, Any]) -> Reply:
+        return models(owner["value"]) if path == "/v1/models" else ok()
+
+    sampling = GenerationOptions(top_p=0.5, top_k=5, min_p=0.1, presence_penalty=0.3, frequency_penalty=-0.2, repeat_penalty=1.1)
+    standard = {"top_p": 0.5, "presence_penalty": 0.3, "frequency_penalty": -0.2}
+    for served, extra in [
+        ("llamacpp", {"top_k": 5, "min_p": 0.1, "repeat_penalty": 1.1}),
+        ("vllm", {"top_k": 5, "min_p": 0.1, "repetition_penalty": 1.1}),
+        ("openai", {}),  # OpenAI has no such fields: sending them would be a 400
+    ]:
+        owner["value"] = served
+        with Scripted(script) as server:
+            OpenAICompatLLM(server.url, "m").chat(user("hi"), sampling)
+            body = server.posts("/v1/chat/completions")[-1]
+        assert {k: body[k] for k in standard} == standard, served
+        assert {k: body[k] for k in ("top_k", "min_p", "repeat_penalty", "repetition_penalty") if k in body} == extra, served
+    with Scripted(script) as server:
+        OpenAICompatLLM(server.url, "m").chat(user("hi"), GenerationOptions())
+        body = server.posts("/v1/chat/completions")[-1]
+    assert not {"top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty"} & body.keys()  # unset: the server's defaults
+
+
 def test_plain_openai_refuses_a_grammar_and_counts_by_characters() -> None:
     def script(method: str, path: str, body: dict[str, Any]) -> Reply:
         return models("openai") if path == "/v1/models" else error(404, "not found") if "tokenize" in path else ok()

@@ -1,10 +1,12 @@
 """The quote reader with FakeLLM: focus, fence, grammar, quotes traced to their spans, the answer
-checked against its quote, the extractive fallback and refusals on unmet premises."""
+checked against its quote, the extractive fallback, refusals on unmet premises, and the answer
+streaming (ContentEvents) while the model copies its quote."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 
@@ -15,7 +17,7 @@ from agentkit.reasoning.citations import REFUSAL
 from agentkit.reasoning.focus import answer_type, focus, split_sentences
 from agentkit.reasoning.reader import fence, locate, parse_quoted, plan, quote_grammar, unmet_premises
 from agentkit.testing import FakeLLM
-from agentkit.types import Message
+from agentkit.types import ContentEvent, Message, TokenEvent
 
 QUENWICK = Passage(
     "town#0",
@@ -131,8 +133,9 @@ def test_unmet_premises() -> None:
 def test_supported_short_answer_is_cited_with_its_quote() -> None:
     llm = FakeLLM(reply("It was founded in 1712 by wool merchants.", "in 1712", n=1))
     answer = Agent(llm, [source(QUENWICK, BRIDGE)]).ask("When was Quenwick founded?")
-    # The short answer, with the sentence it was copied from.
-    assert (answer.kind, answer.text) == ("model", "in 1712 — “It was founded in 1712 by wool merchants.” [1]")
+    # The sentence it was copied from, then the short answer.
+    assert (answer.kind, answer.text) == (
+        "model", "The sources say: “It was founded in 1712 by wool merchants.” [1] In short: in 1712.")
     [c] = answer.citations
     assert c.passage.id == "town#0" and not c.inferred and c.supported
     assert c.quote == "It was founded in 1712 by wool merchants." == c.passage.text[c.start : c.end]
@@ -229,6 +232,91 @@ def test_cot_reader_still_available() -> None:
     llm = FakeLLM("Reasoning: r\nAnswer: It was founded in 1712 [1].")
     answer = Agent(llm, [source(QUENWICK)], settings=AgentSettings(reader="cot")).ask("When was Quenwick founded?")
     assert llm.last_prompt.startswith("Sources:") and answer.cited_ids == ["town#0"]
+
+
+# --- the answer as it streams ----------------------------------------------------------------------
+
+
+def run(agent: Agent, question: str, **per_call: Any) -> tuple[list[Any], Any]:
+    """The token and content events of one question, in order, and the answer."""
+    events = list(agent.stream(question, **per_call))
+    return [e for e in events if isinstance(e, (TokenEvent, ContentEvent))], events[-1].answer
+
+
+def content(events: list[Any]) -> str:
+    return "".join(e.text for e in events if isinstance(e, ContentEvent))
+
+
+def after_last_token(events: list[Any]) -> list[Any]:
+    last = max(i for i, e in enumerate(events) if isinstance(e, TokenEvent))
+    return events[last + 1 :]
+
+
+def test_an_extractive_answer_streams_its_quote_while_the_model_copies_it() -> None:
+    events, answer = run(Agent(FakeLLM(reply("It was founded in 1712 by wool merchants.", "bananas")),
+                               [source(QUENWICK)]), "When was Quenwick founded?")
+    assert answer.kind == "extractive" and content(events) == answer.text
+    # The quote arrives word by word between the model's tokens, before its reply ends.
+    while_writing = [e for e in events[: len(events) - len(after_last_token(events))] if isinstance(e, ContentEvent)]
+    assert len(while_writing) > 3 and "".join(e.text for e in while_writing) == answer.text
+    assert while_writing[0].text == "The sources say: “"
+    # The raw reply is still there, token by token.
+    assert "".join(e.text for e in events if isinstance(e, TokenEvent)).endswith("Answer: bananas")
+
+
+def test_a_checked_short_answer_follows_its_streamed_quote_once_the_reply_is_complete() -> None:
+    events, answer = run(Agent(FakeLLM(reply("It was founded in 1712 by wool merchants.", "in 1712")),
+                               [source(QUENWICK)]), "When was Quenwick founded?")
+    assert answer.kind == "model" and content(events) == answer.text
+    assert [e.text for e in after_last_token(events)] == [" In short: in 1712."]
+    assert content(events[: len(events) - 1]) == "The sources say: “It was founded in 1712 by wool merchants.” [1]"
+
+
+def test_a_refusal_streams_no_quote_first() -> None:
+    events, answer = run(Agent(FakeLLM("Quote: none"), [source(QUENWICK)]), "When was Quenwick founded?")
+    assert answer.kind == "refusal" and [e.text for e in after_last_token(events)] == [REFUSAL]
+    assert content(events) == REFUSAL
+    # Refused before the model is asked (an unmet premise): the refusal alone.
+    events, answer = run(Agent(FakeLLM(), [source(QUENWICK)]), "When was Quenwick founded by the Oxford monks?")
+    assert answer.kind == "refusal" and [(type(e), e.text) for e in events] == [(ContentEvent, REFUSAL)]
+
+
+def test_without_grammars_the_answer_comes_whole_at_the_end() -> None:
+    events, answer = run(Agent(NoGrammarLLM(reply("It was founded in 1712 by wool merchants.", "1712")),
+                               [source(QUENWICK)]), "When was Quenwick founded?")
+    assert answer.kind == "model"
+    assert [e.text for e in after_last_token(events)] == [answer.text]
+    assert not any(isinstance(e, ContentEvent) for e in events[: len(events) - 1])
+
+
+def test_a_streamed_quote_is_the_sources_own_text_not_the_fenced_copy() -> None:
+    marked = Passage("town#0", "Quenwick is a market town. It was founded in 1712 [2] by wool merchants.", "Quenwick")
+    shown = "It was founded in 1712 (2) by wool merchants."  # what the model sees and copies
+    events, answer = run(Agent(FakeLLM(reply(shown, "bananas")), [source(marked)]), "When was Quenwick founded?")
+    assert answer.text == "The sources say: “It was founded in 1712 [2] by wool merchants.” [1]"
+    assert content(events) == answer.text  # held at the changed mark, then the rest
+    # The forced quote is the fenced copy of that very sentence: not "dropped", no warning.
+    assert not [w for w in answer.warnings if "not in source" in w]
+
+
+def test_a_reply_cut_inside_its_quote_streams_what_was_copied() -> None:
+    events, answer = run(Agent(FakeLLM(reply("It was founded in 1712 by wool merchants.", "1712")),
+                               [source(QUENWICK)]), "When was Quenwick founded?", max_tokens=6)
+    assert answer.finish_reason == "length"
+    assert content(events) == answer.text == "The sources say: “It was founded in” [1]"
+
+
+def test_a_quote_other_than_the_best_streams_at_the_end() -> None:
+    # With two choices agentkit may replace a quote other than the best-ranked one: it waits.
+    def second(messages: Sequence[Message], options: GenerationOptions) -> str:
+        offered = re.findall(r'"\[(\d+)\] \\"(.*?)\\""', options.grammar or "")
+        n, quote = offered[1]
+        return reply(quote, "bananas", int(n))
+
+    agent = Agent(FakeLLM(second), [source(QUENWICK, BRIDGE)], settings=AgentSettings(quote_choices=2))
+    events, answer = run(agent, "When was Quenwick founded?")
+    assert "small market town" in answer.text and [e.text for e in after_last_token(events)] == [answer.text]
+    assert not any(isinstance(e, ContentEvent) for e in events[: len(events) - 1])
 
 
 # --- distance: nothing in the sources is about the question ---------------------------------------

@@ -13,7 +13,7 @@ from agentkit.llm.base import Delta
 from agentkit.reasoning.citations import REFUSAL
 from agentkit.cli.repl import Repl
 from agentkit.testing import FakeLLM
-from agentkit.types import Answer, AnswerEvent, Citation, Event, TokenEvent
+from agentkit.types import Answer, AnswerEvent, Citation, ContentEvent, Event, TokenEvent
 
 
 class InterruptedOnce(FakeLLM):
@@ -95,18 +95,21 @@ def cite(quote: str, marker: int = 1, passage: Passage = GUIDE, **kwargs: Any) -
 
 
 class Scripted:
-    """Stands in for an Agent: every question streams `reply` token by token, then ends with `answer`."""
+    """Stands in for an Agent: every question streams `reply` token by token, then `content` (the
+    text agentkit composes, as the quote reader streams it) word by word, then ends with `answer`."""
 
     config = None
 
-    def __init__(self, reply: str, answer: Answer) -> None:
+    def __init__(self, reply: str, answer: Answer, content: str = "") -> None:
         self.llm = FakeLLM()
         self.sources = {"docs": source()}
-        self.reply, self.answer = reply, answer
+        self.reply, self.answer, self.content = reply, answer, content
 
     def stream(self, question: str, history: Any = (), route: Any = None) -> Iterator[Event]:
         for piece in re.findall(r"\S+\s*|\s+", self.reply):
             yield TokenEvent(piece)
+        for piece in re.findall(r"\S+\s*|\s+", self.content):
+            yield ContentEvent(piece)
         yield AnswerEvent(self.answer)
 
 
@@ -131,11 +134,13 @@ def test_an_answer_that_did_not_hold_up_is_shown_as_the_source_sentence(capsys: 
     answer = Answer("how to install?", "The sources say: “Install it with pip.” [1]", kind="extractive",
                     citations=[cite("Install it with pip.", support=1.0, supported=True)], withheld="bananas",
                     warnings=["the model's answer 'bananas' is not supported by its quote (support 0.00)"])
-    agent = Scripted('Quote: [1] "Install it with pip."\nAnswer: bananas', answer)
+    agent = Scripted('Quote: [1] "Install it with pip."\nAnswer: bananas', answer, content=answer.text)
     Repl(agent, read_line=script(["how to install?", "/why"])).run()  # type: ignore[arg-type]
     out = lines_of(capsys)
     note = next(i for i, line in enumerate(out) if "did not hold up" in line)
-    assert out[note + 1] == "The sources say: “Install it with pip.” [1]"
+    # The answer streamed, is printed once, and the note comes under it.
+    assert out[note - 1] == "The sources say: “Install it with pip.” [1]"
+    assert sum(answer.text in line for line in out) == 1
     assert not any("bananas" in line for line in out[: note + 1])  # the unchecked answer never showed
     assert "  [1] Guide — doc://guide (docs)" in out and "      “Install it with pip.” (support 1.00)" in out
     assert "the model's own answer, not shown: bananas" in out  # from /why

@@ -127,7 +127,7 @@ def test_answer_carries_citations_and_route_in_the_extra_field(client: openai.Op
     raw = client.chat.completions.with_raw_response.create(model="agentkit", messages=ask("How do I install agentkit?"))
     completion = raw.parse()
     assert completion.object == "chat.completion"
-    assert (completion.choices[0].message.content or "").endswith("[1]")
+    assert "” [1]" in (completion.choices[0].message.content or "")
     assert completion.usage is not None and completion.usage.completion_tokens > 0
     extra = raw.http_response.json()["agentkit"]
     assert [c["passage_id"] for c in extra["citations"]] == ["install#0"]
@@ -158,7 +158,8 @@ def test_stream_sends_standard_chunks_and_ends_with_the_extra_field(client: open
         model="agentkit", messages=ask("How do I install agentkit?"), stream=True, stream_options={"include_usage": True}
     )
     content, reasoning, extra, usage = collect(stream)
-    assert content == extra["text"] == "Install agentkit with pip install -e — “Install agentkit with pip install -e .” [1]"
+    assert content == extra["text"] == (
+        "The sources say: “Install agentkit with pip install -e .” [1] In short: Install agentkit with pip install -e.")
     # The quote reader's raw reply is reasoning; only the checked answer is content.
     assert reasoning.startswith('Quote: [1] "Install agentkit') and "\nAnswer: " in reasoning
     assert [c["passage_id"] for c in extra["citations"]] == ["install#0"]
@@ -467,6 +468,48 @@ def test_a_cot_answer_streams_as_content_while_the_model_is_still_writing() -> N
             content.append(text or "")
     assert before_end, "the first content delta should arrive before the model's reply ends"
     assert "".join(content).startswith("Install agentkit with pip")
+
+
+def test_a_quote_answer_streams_as_content_while_the_model_copies_the_quote() -> None:
+    reply = 'Quote: [1] "Install agentkit with pip install -e . from a checkout."\nAnswer: with pip'
+    llm = SlowLLM(reply, delay=0.05)
+    with ServerThread(create_app(Agent(llm, [docs()]))) as base:
+        client = openai.OpenAI(base_url=base + "/v1", api_key="-", max_retries=0, timeout=20)
+        early: list[bool] = []  # per content delta: did it arrive while the model was still writing?
+
+        def watched(stream: Any) -> Iterator[Any]:
+            for c in stream:
+                if c.choices and c.choices[0].delta.content:
+                    early.append(not llm.closed.is_set())
+                yield c
+
+        content, _, extra, _ = collect(watched(client.chat.completions.create(
+            model="agentkit", messages=ask("How do I install agentkit?"), stream=True)))
+    assert extra["kind"] == "model" and content == extra["text"] and extra.get("revised") is None
+    assert early[0] and sum(early) > 3, "the quote should stream word by word before the model's reply ends"
+    assert content.endswith("” [1] In short: with pip.")
+
+
+@pytest.mark.real_model
+def test_the_bundled_model_s_quote_answer_streams_as_content_as_it_is_generated() -> None:
+    from agentkit.llm.llama_cpp import LlamaCppLLM
+
+    with ServerThread(create_app(Agent(LlamaCppLLM(), [docs()]))) as base:
+        client = openai.OpenAI(base_url=base + "/v1", api_key="-", max_retries=0, timeout=120)
+        deltas, extra = [], {}
+        for c in client.chat.completions.create(model="agentkit", messages=ask("How do I install agentkit?"), stream=True):
+            if c.choices:
+                delta = c.choices[0].delta
+                deltas += [("reasoning", r) for r in [(delta.model_extra or {}).get("reasoning_content")] if r]
+                deltas += [("content", delta.content)] if delta.content else []
+            extra = (c.model_extra or {}).get("agentkit") or extra
+    kinds = [k for k, _ in deltas]
+    last_reasoning = len(kinds) - 1 - kinds[::-1].index("reasoning")
+    assert extra["kind"] in ("model", "extractive") and extra["citations"][0]["passage_id"] == "install#0"
+    # The quote streams while the model is still writing: several content deltas come before the
+    # model's last token, and together the content is exactly the final text.
+    assert kinds.index("content") < last_reasoning and kinds[:last_reasoning].count("content") > 3
+    assert "".join(t for k, t in deltas if k == "content") == extra["text"]
 
 
 def test_a_streamed_answer_agentkit_withheld_is_followed_by_the_checked_text() -> None:

@@ -100,20 +100,21 @@ def record_answer(config: Config, answer: Answer, via: str) -> None:
 
 
 def show_answer(answer: Answer, live: LiveAnswer | None = None, *, hint: str = "", verbose: bool = False) -> None:
-    """The answer, once, then its sources (with the quotes) and warnings. `live` is what streamed
-    it (agentkit.display.LiveAnswer): the text is printed only when it did not stream as it stands
-    (the quote reader's answer, or one agentkit withheld or replaced)."""
+    """The answer, once, then how it was made, its sources (with the quotes) and warnings. `live`
+    is what streamed it (agentkit.display.LiveAnswer): the text is printed only when it did not
+    stream as it stands (one agentkit withheld or replaced, or streaming was off)."""
     from agentkit.display import kind_note
 
+    if live is None or not live.finish(answer):
+        if live is not None and live.label:
+            click.secho(live.label, bold=True, nl=False)
+        click.echo(answer.text)
+    # Under the text: a streamed answer is already on screen when the note is known.
     note = kind_note(answer)
     if note and answer.withheld and hint:
         note += f" ({hint})"
     if note:
         click.secho(f"[{note}]", dim=True)
-    if live is None or not live.finish(answer):
-        if live is not None and live.label:
-            click.secho(live.label, bold=True, nl=False)
-        click.echo(answer.text)
     if verbose and answer.withheld:
         click.secho(f"the model's own answer, not shown: {answer.withheld}", dim=True)
     show_footer(answer)

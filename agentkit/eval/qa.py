@@ -162,7 +162,8 @@ def score_answer(item: QAItem, answer: Answer, latency_ms: float) -> dict[str, A
     judged = [c["correct"] for c in cites if not c["inferred"]] if item.answerable else []
     if item.answerable:
         contains = not abstained and contains_answer(text, item.answers)
-        # A quote reader's answer is "short — “quote”": its short answer is what EM and F1 judge.
+        # A quote reader's "model" answer is "“quote” [n] In short: short": the short answer
+        # (words copied from the quote) is what EM and F1 judge.
         short = answer.citations[0].sentence if answer.kind == "model" and answer.citations else text
         em = 0.0 if abstained else exact_match(short, item.answers)
         f1 = 0.0 if abstained else token_f1(short, item.answers)

@@ -6,7 +6,7 @@ Needs `pip install "agentkit[llama-index]"` (llama-index-core); `import agentkit
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agentkit.errors import KnowledgeSourceError, MissingDependency
@@ -70,26 +70,76 @@ def to_node(passage: Passage) -> NodeWithScore:
 
 
 class AgentkitLlamaRetriever(BaseRetriever):
-    """Any agentkit KnowledgeSource as a LlamaIndex retriever returning NodeWithScore, best first."""
+    """Any agentkit KnowledgeSource as a LlamaIndex retriever returning NodeWithScore, best first.
 
-    def __init__(self, source: KnowledgeSource, *, k: int = 5, filters: Filters | None = None, **kwargs: Any):
+    As with LlamaIndex's VectorIndexRetriever, `similarity_top_k` sets how many nodes come back
+    (`k` is the same, agentkit's spelling); `filters` maps metadata keys to a value or a list of
+    values. BaseRetriever's own keywords (`callback_manager`, `verbose`, ...) pass through;
+    anything else is an error that names it.
+
+    >>> AgentkitLlamaRetriever(MemorySource("notes"), similarity_top_k=3).retrieve("tides")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        source: KnowledgeSource,
+        *,
+        similarity_top_k: int | None = None,
+        k: int | None = None,
+        filters: Filters | None = None,
+        **kwargs: Any,
+    ):
         if not isinstance(source, KnowledgeSource):
             raise TypeError(
                 f"AgentkitLlamaRetriever(source) needs an agentkit KnowledgeSource (name, description, "
                 f"search), got {type(source).__name__}; wrap your data in e.g. agentkit.MemorySource"
             )
+        unknown = sorted(set(kwargs) - set(_BASE_KWARGS))
+        if unknown:
+            raise TypeError(
+                f"AgentkitLlamaRetriever: unknown keyword(s) {', '.join(map(repr, unknown))}; it takes "
+                f"similarity_top_k (or k), filters, {', '.join(_BASE_KWARGS)}"
+            )
+        if similarity_top_k is not None and k is not None and similarity_top_k != k:
+            raise ValueError(
+                f"AgentkitLlamaRetriever: similarity_top_k={similarity_top_k!r} and k={k!r} are the same "
+                "setting; give one"
+            )
+        top_k = similarity_top_k if similarity_top_k is not None else k if k is not None else 5
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"AgentkitLlamaRetriever: similarity_top_k must be a whole number of at least 1, got {top_k!r}")
+        if filters is not None and not isinstance(filters, Mapping):
+            raise TypeError(
+                f"AgentkitLlamaRetriever: filters must map metadata keys to a value or a list of values, "
+                f"e.g. {{'topic': 'biology'}}; got {type(filters).__name__}"
+            )
         super().__init__(**kwargs)
         self.source = source
-        self.k = k
+        self.similarity_top_k = top_k
         self.filters = dict(filters) if filters else None
+
+    @property
+    def k(self) -> int:
+        """`similarity_top_k`, in agentkit's spelling."""
+        return self.similarity_top_k
+
+    @k.setter
+    def k(self, value: int) -> None:
+        self.similarity_top_k = value
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         if self.filters:
             check_filters(self.source, self.filters)
-        return [to_node(p) for p in self.source.search(query_bundle.query_str, k=self.k, filters=self.filters)]
+        return [
+            to_node(p) for p in self.source.search(query_bundle.query_str, k=self.similarity_top_k, filters=self.filters)
+        ]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return await asyncio.to_thread(self._retrieve, query_bundle)
+
+
+#: BaseRetriever's own keywords, passed on to it.
+_BASE_KWARGS = ("callback_manager", "object_map", "objects", "verbose")
 
 
 class AgentkitQueryEngine(CustomQueryEngine):

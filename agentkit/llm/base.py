@@ -56,6 +56,19 @@ class GenerationOptions:
     seed: int | None = None
     #: Penalise repeating recent tokens (1.0 = off; None = the backend's default).
     repeat_penalty: float | None = None
+    #: Nucleus sampling: draw from the smallest set of tokens whose probabilities reach `top_p`
+    #: (1.0 = off); `top_k`: from the `top_k` likeliest tokens (0 = off); `min_p`: drop tokens
+    #: less likely than `min_p` times the likeliest (0.0 = off). None = the backend's default
+    #: (llama.cpp: 0.95, 40, 0.05; transformers: off). They shape sampling only: at temperature 0
+    #: the likeliest token is taken whatever they say.
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    #: OpenAI's penalties, subtracted from a token's logit: `presence_penalty` once if it already
+    #: occurred, `frequency_penalty` per occurrence (0.0 = off). Counted over the generated text
+    #: (transformers, OpenAI), or the last 64 tokens, prompt included (llama.cpp).
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
     #: Named LoRA adapters for this call, name -> scale, by the names given to the backend's
     #: `add_adapter` (see `AdapterLLM`), on top of the always-on ones (`llm.lora`); None or {}
     #: = the always-on ones alone. A backend without adapters raises `NotImplementedError` for a

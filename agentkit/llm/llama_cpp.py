@@ -491,8 +491,11 @@ class LlamaCppLLM(LocalLLM):
             "seed": seed,
             "grammar": self._grammar(llama, options),
         }
-        if options.repeat_penalty is not None:
-            request["repeat_penalty"] = options.repeat_penalty
+        # Only what the call sets: llama_cpp's own defaults (top_p 0.95, top_k 40, min_p 0.05) stay.
+        for name in ("repeat_penalty", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty"):
+            value = getattr(options, name)
+            if value is not None:
+                request[name] = value
         return request, n_prompt
 
     @contextlib.contextmanager

@@ -45,7 +45,16 @@ MESSAGE_OVERHEAD = 4
 #: so that prompts budgeted with it still fit (English BPE averages about 4).
 CHARS_PER_TOKEN = 3.0
 #: The chat-completion fields sent as the client's own arguments; everything else goes in extra_body.
-_NAMED = frozenset({"model", "messages", "temperature", "stream", "max_tokens", "stop", "seed", "stream_options", "logprobs", "top_logprobs"})
+_NAMED = frozenset({
+    "model", "messages", "temperature", "stream", "max_tokens", "stop", "seed", "stream_options", "logprobs",
+    "top_logprobs", "top_p", "presence_penalty", "frequency_penalty",
+})
+#: GenerationOptions fields OpenAI's API lacks, by their name in llama.cpp's and vLLM's servers.
+#: Sampling hints, not constraints: dropped where the server has no such knob (plain OpenAI).
+_SERVER_SAMPLING: dict[str, dict[str, str]] = {
+    "llama_cpp": {"repeat_penalty": "repeat_penalty", "top_k": "top_k", "min_p": "min_p"},
+    "vllm": {"repeat_penalty": "repetition_penalty", "top_k": "top_k", "min_p": "min_p"},
+}
 
 
 class ModelUnavailable(ModelError):
@@ -323,7 +332,8 @@ class OpenAICompatLLM:
 
     def _request(self, messages: Sequence[Message], options: GenerationOptions, *, stream: bool) -> dict[str, Any]:
         """The arguments of `chat.completions.create`: standard fields by name, the server's own in extra_body."""
-        style = self._style() if options.grammar is not None or options.json_schema is not None or options.repeat_penalty else self.constraints
+        server_only = any(getattr(options, name) is not None for name in ("repeat_penalty", "top_k", "min_p"))
+        style = self._style() if options.grammar is not None or options.json_schema is not None or server_only else self.constraints
         named: dict[str, Any] = {
             "model": self._model_id(),
             "messages": [m.to_dict() for m in messages],
@@ -337,6 +347,9 @@ class OpenAICompatLLM:
             named["stop"] = list(options.stop)
         if options.seed is not None:
             named["seed"] = options.seed
+        for name in ("top_p", "presence_penalty", "frequency_penalty"):
+            if getattr(options, name) is not None:
+                named[name] = getattr(options, name)
         if stream:
             named["stream_options"] = {"include_usage": True}
         if options.logprobs is not None:
@@ -345,12 +358,9 @@ class OpenAICompatLLM:
                 named["top_logprobs"] = options.logprobs
         # extra_body overrides the named fields on the wire, so the config's cannot replace ours.
         extra = {k: v for k, v in self.extra_body.items() if k not in _NAMED}
-        if options.repeat_penalty is not None:
-            # A sampling hint, not a constraint: dropped where the server has no such knob.
-            if style == "llama_cpp":
-                extra["repeat_penalty"] = options.repeat_penalty
-            elif style == "vllm":
-                extra["repetition_penalty"] = options.repeat_penalty
+        for name, wire in _SERVER_SAMPLING.get(style, {}).items():
+            if getattr(options, name) is not None:
+                extra[wire] = getattr(options, name)
         extra.update(_constraint(options, style, self.base_url))
         return {**named, "extra_body": extra or None, "extra_headers": self._auth()}
 

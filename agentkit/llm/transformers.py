@@ -386,16 +386,34 @@ class TransformersLLM(LocalLLM):
 
 
 class _Sampler:
-    """Greedy at temperature 0, else temperature sampling from a seeded generator; an optional
-    repetition penalty (transformers' own, so `repeat_penalty` means what `repetition_penalty` does)."""
+    """Greedy at temperature 0, else temperature sampling from a seeded generator, narrowed by
+    top_k, top_p and min_p (transformers' own warpers, in the order `generate` applies them).
+    Penalties come first and change greedy picks too: `repeat_penalty` is transformers'
+    `repetition_penalty`; presence and frequency penalties count the generated tokens, as OpenAI's."""
 
     def __init__(self, options: GenerationOptions, default_seed: int | None, device: str) -> None:
         import torch
-        from transformers import RepetitionPenaltyLogitsProcessor
+        from transformers import (
+            MinPLogitsWarper,
+            RepetitionPenaltyLogitsProcessor,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
 
         self.temperature = options.temperature
         penalty = options.repeat_penalty
         self.penalty = RepetitionPenaltyLogitsProcessor(penalty) if penalty not in (None, 1.0) else None
+        self.presence = options.presence_penalty or 0.0
+        self.frequency = options.frequency_penalty or 0.0
+        self.prompt_len: int | None = None
+        self.warpers: list[Any] = []
+        if options.top_k:
+            self.warpers.append(TopKLogitsWarper(options.top_k))
+        if options.top_p is not None and options.top_p < 1.0:
+            # top_p 0 would keep nothing: the likeliest token always stays (min_tokens_to_keep).
+            self.warpers.append(TopPLogitsWarper(max(options.top_p, 1e-9)))
+        if options.min_p:
+            self.warpers.append(MinPLogitsWarper(options.min_p))
         self.generator: torch.Generator | None = None
         if self.temperature > 0:
             self.generator = torch.Generator(device=device)
@@ -406,12 +424,24 @@ class _Sampler:
                 self.generator.manual_seed(seed)
 
     def pick(self, logits: torch.Tensor, seen: torch.Tensor) -> int:
+        """The next token, given the raw `logits` and every token so far (the prompt's first:
+        `seen` on the first call is the prompt)."""
         import torch
 
+        if self.prompt_len is None:
+            self.prompt_len = seen.shape[1]
         scores = logits if self.penalty is None else self.penalty(seen, logits[None].clone())[0]
+        if self.presence or self.frequency:
+            generated = seen[0, self.prompt_len :]
+            if generated.numel():
+                counts = torch.bincount(generated, minlength=scores.shape[-1])[: scores.shape[-1]].to(scores.dtype)
+                scores = scores - self.frequency * counts - self.presence * (counts > 0).to(scores.dtype)
         if self.generator is None:
             return int(scores.argmax())
-        probs = torch.softmax(scores / self.temperature, dim=-1)
+        scores = scores[None] / self.temperature
+        for warp in self.warpers:
+            scores = warp(seen, scores)
+        probs = torch.softmax(scores[0], dim=-1)
         return int(torch.multinomial(probs, 1, generator=self.generator))
 
 

@@ -134,7 +134,9 @@ def parse_quoted(
     marker = int(m.group("n")) if m else None
     norm = _squash(text)
     for c in candidates:
-        if _squash(c.text) == norm and (marker is None or markers.get(c.passage) == marker):
+        # The grammar forces the fenced copy the model was shown; a sentence the fence changed
+        # (a "[2]" mark, an "Answer:" label) is still that sentence.
+        if norm in (_squash(c.text), _squash(fence(c.text))) and (marker is None or markers.get(c.passage) == marker):
             return QuotedReply(c, markers.get(c.passage), answer)
     # Not one of the shown sentences: accept a verbatim piece of a shown passage.
     for index, n in markers.items():
@@ -250,8 +252,9 @@ class Reading:
 
 
 def interpret(reply: str, plan: ReadingPlan, support: Callable[[str, str], float] | None, threshold: float) -> Reading:
-    """Turn the model's `Quote:`/`Answer:` reply into the answer: the model's short answer when its
-    quote supports it, else the quote itself ("The sources say: …"), else a refusal."""
+    """Turn the model's `Quote:`/`Answer:` reply into the answer: the quote (`The sources say:
+    “…” [n]`), followed by the model's short answer when the quote supports it (` In short: …`);
+    or a refusal."""
     from agentkit.reasoning.citations import REFUSAL
     from agentkit.reasoning.focus import type_fit, answer_type
     from agentkit.reasoning.verify import is_refusal
@@ -290,7 +293,82 @@ def interpret(reply: str, plan: ReadingPlan, support: Callable[[str, str], float
     if problem:
         notes.append(problem + "; the quoted source sentence is shown instead")
         citation = plan.citation(chosen, quote, 1.0)
-        return Reading(f"The sources say: “{quote}” [{citation.marker}]", "extractive", [citation], notes, withheld=claim)
+        return Reading(quoted_text(quote, citation.marker), "extractive", [citation], notes, withheld=claim)
     citation = plan.citation(chosen, claim, score)
-    # The short answer with the sentence it comes from: the reader sees both, and can check.
-    return Reading(f"{claim} — “{quote}” [{citation.marker}]", "model", [citation], notes)
+    # The sentence first (it streams while the model copies it), then the short answer it backs.
+    return Reading(quoted_text(quote, citation.marker) + short_text(claim), "model", [citation], notes)
+
+
+# --- the answer's text, and its start while the model is still copying the quote ----------------
+
+SAYS = "The sources say: “"
+
+
+def quoted_text(quote: str, marker: int) -> str:
+    """How every quote-reader answer starts: `The sources say: “<quote>” [n]`."""
+    return f"{SAYS}{quote}” [{marker}]"
+
+
+def short_text(claim: str) -> str:
+    """What a checked short answer adds after its quote: ` In short: <claim>.`"""
+    return f" In short: {claim}" + ("" if claim.endswith(("!", "?", "…")) else ".")
+
+
+class QuoteStream:
+    """The answer's text while a grammar-forced reply is still being written (see `interpret`).
+
+    Once the reply can only be the best-ranked sentence, `The sources say: “` streams, then the
+    quote word by word as the model copies it (in the source's own text, not the fenced one the
+    model sees), then `” [n]` as the copy closes; `interpret` adds any short answer at the end.
+    What streams is always the start of `interpret`'s text for the finished reply: `Quote: none`
+    streams nothing, and another sentence (with `agent.quote_choices` > 1) streams at the end,
+    since `interpret` may replace it.
+    """
+
+    def __init__(self, plan: ReadingPlan, choices: int = 1) -> None:
+        self._plan = plan
+        self._options = [(c, f'[{plan.markers[c.passage]}] "{fence(c.text)}"') for c in plan.candidates[:choices]]
+        self._reply = ""
+        self._done = not self._options
+        #: The text streamed so far.
+        self.sent = ""
+
+    def feed(self, token: str) -> str:
+        """The answer text that `token`, the reply's next piece, adds ("" while none)."""
+        if self._done:
+            return ""
+        self._reply += token
+        opening = "Quote: "
+        if not self._reply.startswith(opening):
+            self._done = not opening.startswith(self._reply)
+            return ""
+        body = self._reply[len(opening) :]
+        fits = [(c, option) for c, option in self._options if option.startswith(body) or body.startswith(option)]
+        if not body or len(fits) > 1:
+            return ""  # not yet decided between the sentences offered
+        if not fits or fits[0][0] is not self._plan.candidates[0]:
+            self._done = True  # "none", a sentence interpret may replace, or a reply off the grammar
+            return ""
+        sentence, option = fits[0]
+        quote = self._plan.ranked[sentence.passage].text[sentence.start : sentence.end]
+        if body.startswith(option):
+            self._done = True
+            text = quoted_text(quote, self._plan.markers[sentence.passage])
+        else:
+            text = SAYS + _copied(quote, body[option.index('"') + 1 :])
+        piece, self.sent = text[len(self.sent) :], text
+        return piece
+
+
+def _copied(quote: str, copy: str) -> str:
+    """The start of `quote` up to the last whole word the model's `copy` of it has passed; words
+    the fence changed (marks, labels) hold the rest back until the quote is complete."""
+    done = copy.split()
+    if done and not copy[-1].isspace():
+        done.pop()  # the word being copied may still grow
+    end = 0
+    for word, m in zip(done, re.finditer(r"\S+", quote)):
+        if word != m.group():
+            break
+        end = m.end()
+    return quote[:end]

@@ -44,9 +44,10 @@ from agentkit.server.protocol import (
     json_depth,
     parse_chat_request,
     raw_body,
+    raw_extra,
 )
 from agentkit.display import same_answer
-from agentkit.types import Answer, AnswerEvent, RouteEvent, StepEvent, TokenEvent, Usage
+from agentkit.types import Answer, AnswerEvent, ContentEvent, RouteEvent, StepEvent, TokenEvent, Usage
 
 if TYPE_CHECKING:
     from agentkit.agent import Agent
@@ -228,7 +229,7 @@ class AgentServer:
         items = [first, *rest]
         cid = completion_id()
         if req.raw:
-            return JSONResponse(raw_body(cid, req.model, _completion(items)))
+            return JSONResponse(raw_body(cid, req.model, _completion(items), raw_extra(req)))
         answer = next(i.answer for i in items if isinstance(i, AnswerEvent))
         self._note_ignored(req, answer)
         return JSONResponse(answer_body(cid, req.model, answer))
@@ -350,13 +351,14 @@ class AgentServer:
                     yield chunk(cid, model, {"content": item.text})
                 if item.finish_reason is not None:
                     usage = item.usage
-                    yield chunk(cid, model, {}, finish_reason=item.finish_reason)
+                    last = None if req.include_usage else raw_extra(req)
+                    yield chunk(cid, model, {}, finish_reason=item.finish_reason, extra=last)
                 try:
                     item = await items.__anext__()
                 except StopAsyncIteration:
                     break
             if req.include_usage and usage is not None:
-                yield chunk(cid, model, None, usage=usage)
+                yield chunk(cid, model, None, usage=usage, extra=raw_extra(req))
             return
         route = first.decision.to_dict() if isinstance(first, RouteEvent) else None
         yield chunk(cid, model, {"role": "assistant", "content": ""}, extra={"route": route})
@@ -368,6 +370,10 @@ class AgentServer:
                     if kind == "content":
                         content.append(text)
                     yield chunk(cid, model, {kind: text})
+            elif isinstance(event, ContentEvent):
+                # Answer text agentkit composes (the quote reader's: its quote as the model copies it).
+                content.append(event.text)
+                yield chunk(cid, model, {"content": event.text})
             elif isinstance(event, StepEvent):
                 # Another generation follows (a search the model asked for, a re-retrieval): the
                 # next reply is split afresh.
@@ -386,9 +392,9 @@ class AgentServer:
                 extra = agentkit_field(answer)
                 streamed = "".join(content)
                 if not streamed and answer.text:
-                    # The quote reader's answer is composed and checked once the reply is complete.
+                    # Nothing streamed as the answer (a reply that never reached its `Answer:`).
                     yield chunk(cid, model, {"content": answer.text})
-                elif streamed and not same_answer(streamed, answer.text):
+                elif streamed and streamed != answer.text and not same_answer(streamed, answer.text):
                     # agentkit withheld or replaced what streamed: the checked text follows it, and
                     # `revised` tells a client that can redraw to show `agentkit.text` alone.
                     extra["revised"] = True

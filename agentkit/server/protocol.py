@@ -85,7 +85,7 @@ class ChatRequest:
     max_tokens: int | None = None
     temperature: float | None = None
     seed: int | None = None
-    #: Agent mode: sampling fields the request set that the agent does not apply, with why.
+    #: Sampling fields the request set that the model it named does not apply (`ignored_note`).
     ignored: list[str] = field(default_factory=list)
 
     @property
@@ -144,6 +144,7 @@ def parse_chat_request(
     request = ChatRequest(model=str(model), raw=raw, messages=messages, stream=stream, include_usage=include_usage)
     if raw:
         request.options = _options(body, max_tokens, max_grammar_chars)
+        request.ignored = _ignored(body, RAW_IGNORED)
     else:
         for name in ("response_format", "grammar", "logprobs"):
             value = body.get(name)
@@ -167,11 +168,19 @@ AGENT_SAMPLING = ("max_tokens", "max_completion_tokens", "temperature", "seed")
 #: Sampling fields the agent model ignores, each with the value that changes nothing (a request
 #: sending that value is not warned about). The agent writes its reply in a fixed format and
 #: composes the answer from it, so stop sequences and penalties would break the format, not
-#: shape the answer; model `NAME/raw` takes temperature, seed, stop and repeat_penalty.
+#: shape the answer; model `NAME/raw` takes them all but logit_bias (`RAW_SAMPLING`).
 AGENT_IGNORED: dict[str, Any] = {
     "top_p": 1, "stop": None, "presence_penalty": 0, "frequency_penalty": 0, "logit_bias": None,
     "repeat_penalty": None, "top_k": None, "min_p": None,
 }
+#: Sampling fields the bare model applies, each with its range (`stop` and the response format
+#: are checked on their own); `GenerationOptions` says what each means.
+RAW_SAMPLING: dict[str, tuple[type, float, float]] = {
+    "temperature": (float, 0, 2), "top_p": (float, 0, 1), "top_k": (int, 0, 1_000_000), "min_p": (float, 0, 1),
+    "presence_penalty": (float, -2, 2), "frequency_penalty": (float, -2, 2), "repeat_penalty": (float, 0, 10),
+}
+#: Sampling fields the bare model ignores, as `AGENT_IGNORED`: no backend has a per-token bias.
+RAW_IGNORED: dict[str, Any] = {"logit_bias": None}
 
 
 def _agent_sampling(body: dict[str, Any], request: ChatRequest) -> None:
@@ -180,15 +189,24 @@ def _agent_sampling(body: dict[str, Any], request: ChatRequest) -> None:
     temperature = _number(body, "temperature", float, 0, 2)
     request.temperature = None if temperature is None else float(temperature)
     request.seed = _number(body, "seed", int, -(1 << 63), 1 << 63)
-    request.ignored = [
-        name for name, neutral in AGENT_IGNORED.items() if body.get(name) not in (None, neutral, {}, [])
-    ]
+    request.ignored = _ignored(body, AGENT_IGNORED)
+
+
+def _ignored(body: dict[str, Any], ignored: dict[str, Any]) -> list[str]:
+    """The fields of `ignored` the request set to anything but their neutral value."""
+    return [name for name, neutral in ignored.items() if body.get(name) not in (None, neutral, {}, [])]
 
 
 def ignored_note(request: ChatRequest, raw_model: str) -> str:
-    """The warning for the sampling fields a request set that the agent does not apply ("" = none)."""
+    """The warning for the sampling fields a request set that its model does not apply ("" = none)."""
     if not request.ignored:
         return ""
+    if request.raw:
+        applied = ["max_tokens", "seed", "stop", *RAW_SAMPLING]
+        return (
+            f"ignored {', '.join(request.ignored)}: model {request.model!r} has no per-token bias; it applies "
+            f"{', '.join(applied[:-1])} and {applied[-1]}"
+        )
     return (
         f"ignored {', '.join(request.ignored)}: model {request.model!r} applies only max_tokens, temperature "
         f"and seed (its reply has a fixed format it composes the answer from); send them to {raw_model!r} "
@@ -260,11 +278,18 @@ def _number(body: dict[str, Any], name: str, kind: type, low: float, high: float
     value = body.get(name)
     if value is None:
         return None
+    what = "an integer" if kind is int else "a number"
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
-        raise ApiError(422, f"{name} must be a {kind.__name__}, got {value!r}", code="invalid_value", param=name)
+        raise ApiError(422, f"{name} must be {what}, got {value!r}", code="invalid_value", param=name)
     if not low <= value <= high:
-        raise ApiError(422, f"{name} must be between {low:g} and {high:g}, got {value!r}", code="invalid_value", param=name)
+        raise ApiError(
+            422, f"{name} must be between {_bound(low)} and {_bound(high)}, got {value!r}", code="invalid_value", param=name
+        )
     return value
+
+
+def _bound(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 def _options(body: dict[str, Any], max_tokens: int, max_grammar_chars: int = DEFAULT_MAX_GRAMMAR) -> GenerationOptions:
@@ -273,12 +298,11 @@ def _options(body: dict[str, Any], max_tokens: int, max_grammar_chars: int = DEF
     limit = _number(body, "max_completion_tokens", int, 1, 1 << 20) or _number(body, "max_tokens", int, 1, 1 << 20)
     if limit:
         options.max_tokens = limit
-    temperature = _number(body, "temperature", float, 0, 2)
-    if temperature is not None:
-        options.temperature = float(temperature)
+    for name, (kind, low, high) in RAW_SAMPLING.items():
+        value = _number(body, name, kind, low, high)
+        if value is not None:
+            setattr(options, name, kind(value))
     options.seed = _number(body, "seed", int, -(1 << 63), 1 << 63)
-    penalty = _number(body, "repeat_penalty", float, 0, 10)
-    options.repeat_penalty = None if penalty is None else float(penalty)
     stop = body.get("stop")
     if isinstance(stop, str):
         options.stop = [stop]
@@ -414,10 +438,18 @@ def answer_body(cid: str, model: str, answer: Answer) -> dict[str, Any]:
     )
 
 
-def raw_body(cid: str, model: str, completion: Completion) -> dict[str, Any]:
+def raw_body(cid: str, model: str, completion: Completion, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return completion_body(
-        cid, model, completion.text, completion.usage, finish_reason=completion.finish_reason, logprobs=completion.logprobs
+        cid, model, completion.text, completion.usage, finish_reason=completion.finish_reason,
+        logprobs=completion.logprobs, extra=extra,
     )
+
+
+def raw_extra(request: ChatRequest) -> dict[str, Any] | None:
+    """The bare model's `agentkit` field: only `warnings`, and only when there is one to give
+    (the fields it ignored); a stream sends it on its very last chunk, as the agent's."""
+    note = ignored_note(request, request.model)
+    return {"warnings": [note]} if note else None
 
 
 def chunk(
@@ -476,10 +508,9 @@ class ReplySplitter:
     DeepSeek use) until its "Answer:" line; the answer streams as `content`. A line is held back
     only while it could still become that mark.
 
-    The quote reader's reply ("Quote: …" then "Answer: …") streams whole as `reasoning_content`:
-    its short answer is checked against the quote only once it is complete, and agentkit may show
-    the quote or a refusal instead, so the final text is sent as `content` at the end (`answered`
-    stays False).
+    The quote reader's reply ("Quote: …" then "Answer: …") streams whole as `reasoning_content`
+    (`answered` stays False): its answer is text agentkit composes from the quote, which the agent
+    streams apart from the reply, as ContentEvents.
     """
 
     def __init__(self) -> None:
