@@ -662,12 +662,13 @@ class Agent:
         t_focus = time.perf_counter()
         try:
             plan = reader.plan(question, ranked, top=s.focus_sentences, embedder=self._sentence_encoder(),
-                               min_score=s.focus_min_score)
+                               min_score=s.focus_min_score, span_margin=s.quote_span_margin,
+                               ambiguity_margin=s.ambiguity_margin)
         except RealModelForbidden:  # a unit test without the encoder: words alone
             plan = reader.plan(question, ranked, top=s.focus_sentences)
         answer.timings["focus_ms"] = _ms(t_focus)
         answer.passages = plan.passages
-        gaps = (plan.gaps if s.check_premises else []) + ([plan.distant] if plan.distant else [])
+        gaps = (plan.gaps if s.check_premises else []) + [why for why in (plan.distant, plan.ambiguous) if why]
         streamed = ""
         if not plan.candidates or gaps:
             reading = reader.Reading(REFUSAL, "refusal", [], gaps or ["no source sentence matches the question"])

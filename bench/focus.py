@@ -47,12 +47,12 @@ def main() -> int:
         rows = []
         for split in ("seed-0 sample (200)", "other questions (426)"):
             keep = [i for i in range(len(items)) if (i in sample) == split.startswith("seed")]
-            hit = hit_gated = gold = answered = refused = n_ans = n_un = 0
+            hit = hit_gated = wrong = gold = answered = refused = n_ans = n_un = 0
             for i in keep:
                 item, ps = items[i], retrieved[i]
                 p = plan_for(item.question, ps)
                 best = p.candidates[0] if p.candidates else None
-                blocked = best is None or bool(p.gaps) or bool(p.distant)
+                blocked = best is None or bool(p.gaps) or bool(p.distant) or bool(p.ambiguous)
                 if item.answerable:
                     n_ans += 1
                     holds = best is not None and contains_answer(best.text, item.answers)
@@ -60,30 +60,34 @@ def main() -> int:
                     if not blocked:
                         answered += 1
                         hit_gated += holds
+                        wrong += not holds
                         passage = ps[best.passage]
                         gold += passage.id in item.gold_ids or passage.doc_id in item.gold_ids
                 else:
                     n_un += 1
                     refused += blocked
-            rows.append((split, {"ranker": name, "holds": hit / n_ans, "after checks": hit_gated / n_ans,
+            rows.append((split, {"ranker": name, "holds": hit / n_ans, "after checks": hit_gated / n_ans, "answered wrong": wrong / n_ans,
                                  "gold passage": gold / max(1, answered), "refused unanswerable": refused / n_un}))
         return rows
 
-    min_score = cfg.agent.focus_min_score
+    a = cfg.agent
     setups = [
         ("words only", lambda q, ps: reader.plan(q, ps, top=2)),
         ("MiniLM cosine only", lambda q, ps: _cosine_plan(reader, q, ps, encoder)),
-        ("shipped (0.25 words + 0.75 MiniLM)",
-         lambda q, ps: reader.plan(q, ps, top=2, embedder=encoder, min_score=min_score)),
+        ("0.25 words + 0.75 MiniLM, one sentence",
+         lambda q, ps: reader.plan(q, ps, top=2, embedder=encoder, min_score=a.focus_min_score)),
+        ("shipped (+ span and ambiguity margins)",
+         lambda q, ps: reader.plan(q, ps, top=2, embedder=encoder, min_score=a.focus_min_score,
+                                   span_margin=a.quote_span_margin, ambiguity_margin=a.ambiguity_margin)),
     ]
     table = [row for name, fn in setups for row in judge(name, fn)]
     print(f"\nfocus ranker on {DATA.relative_to(ROOT.parent)}, retrieval top_k={cfg.agent.top_k}, no model\n")
-    cols = ["holds", "after checks", "gold passage", "refused unanswerable"]
-    print(f"{'ranker':36} {'questions':22} " + " ".join(f"{c:>20}" for c in cols))
+    cols = ["holds", "after checks", "answered wrong", "gold passage", "refused unanswerable"]
+    print(f"{'ranker':40} {'questions':22} " + " ".join(f"{c:>20}" for c in cols))
     for split, r in sorted(table, key=lambda x: x[0]):
-        print(f"{r['ranker']:36} {split:22} " + " ".join(f"{r[c]:20.3f}" for c in cols))
+        print(f"{r['ranker']:40} {split:22} " + " ".join(f"{r[c]:20.3f}" for c in cols))
     print("\nholds: the best sentence holds a gold answer (answerable questions); after checks: and it passes"
-          " the premise and distance checks;\ngold passage: its passage is the gold one (of those answered);"
+          " the premise, distance and ambiguity checks;\nanswered wrong: it passes them and holds no gold answer (what eval qa's supported_but_wrong counts);\ngold passage: its passage is the gold one (of those answered);"
           " refused unanswerable: the checks refuse (unanswerable questions).")
     return 0
 

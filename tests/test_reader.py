@@ -386,3 +386,70 @@ def test_minilm_focus_puts_the_answer_first_and_refuses_an_unrelated_question() 
     assert near.distant == "" and near.candidates[0].text == "It was founded in 1712 by wool merchants."
     far = plan("What is the capital of Australia?", [BRIDGE, QUENWICK], embedder=encoder, min_score=0.4)
     assert far.distant
+
+
+# --- the quote's span and ambiguous sources ------------------------------------------------------
+
+
+class _Keyword(_TopicEncoder):
+    """Every sentence about `word` is equally close to the question: the ranker cannot tell them
+    apart by meaning, only by words."""
+
+    def __init__(self, word: str) -> None:
+        self.TOPICS = (word, "zzz")
+
+
+CHARTER = Passage("charter#0", "Quenwick is a market town. Its charter was granted by the king. Wool was its trade. "
+                  "The charter dates from 1712. The town has a bridge.", "Quenwick")
+
+
+def test_a_near_tie_in_one_passage_quotes_both_sentences_as_one_exact_span() -> None:
+    q = "When was the charter of Quenwick granted?"
+    joined = plan(q, [CHARTER], embedder=_Keyword("charter"), span_margin=1.0)
+    quote = joined.candidates[0]
+    assert quote.text == "Its charter was granted by the king. Wool was its trade. The charter dates from 1712."
+    assert CHARTER.text[quote.start : quote.end] == quote.text  # offsets into the passage
+    citation = joined.citation(quote, quote.text, 1.0)
+    assert citation.quote == quote.text and (citation.start, citation.end) == (quote.start, quote.end)
+    # 0: one sentence, as before.
+    alone = plan(q, [CHARTER], embedder=_Keyword("charter"), span_margin=0.0)
+    assert alone.candidates[0].text in {"Its charter was granted by the king.", "The charter dates from 1712."}
+    # Without an encoder the scores are word scores, on another scale: no span.
+    assert "Wool" not in plan(q, [CHARTER], span_margin=1.0).candidates[0].text
+
+
+def test_sentences_further_apart_are_not_joined() -> None:
+    far = Passage("charter#1", "Its charter was granted by the king. Wool was its trade. Sheep were kept. "
+                  "Mills were built. The charter dates from 1712.", "Quenwick")
+    quote = plan("When was the charter of Quenwick granted?", [far], embedder=_Keyword("charter"),
+                 span_margin=1.0).candidates[0]
+    assert quote.text.count(".") == 1
+
+
+def test_two_sources_that_match_equally_and_disagree_are_ambiguous_and_refused() -> None:
+    a = Passage("a#0", "The mill was founded in 1712 by wool merchants.", "Quenwick mill")
+    b = Passage("b#0", "The mill was founded in 1650 by a miller.", "Lodeford mill")
+    q = "When was the mill founded?"
+    p = plan(q, [a, b], embedder=_Keyword("founded"), ambiguity_margin=1.0)
+    assert "agent.ambiguity_margin" in p.ambiguous
+    assert plan(q, [a, b], embedder=_Keyword("founded"), ambiguity_margin=0.0).ambiguous == ""
+    # The same sentence in two sources settles it: not ambiguous.
+    copy = Passage("c#0", "The mill was founded in 1712 by wool merchants.", "A copy")
+    assert plan(q, [a, copy], embedder=_Keyword("founded"), ambiguity_margin=1.0).ambiguous == ""
+    # Through the agent: refused without asking the model, the reason named.
+    llm = FakeLLM(reply("The mill was founded in 1712 by wool merchants.", "1712"))
+    agent = Agent(llm, [source(a, b)], settings=AgentSettings(ambiguity_margin=1.0))
+    agent._encoder = _Keyword("founded")
+    answer = agent.ask(q, route=["docs"])
+    assert (answer.kind, answer.citations, llm.calls) == ("refusal", [], [])
+    assert any("ambiguity_margin" in w for w in answer.warnings)
+
+
+def test_a_markdown_heading_is_never_the_quote() -> None:
+    guide = Passage("install.md#0", "# Installing agentkit\nRun pip install agentkit in a virtual environment.\n\n"
+                    "## Next steps\nAsk a question with agentkit ask.", "Installing agentkit")
+    assert [guide.text[s:e] for s, e in split_sentences(guide.text)][:2] == [
+        "# Installing agentkit", "Run pip install agentkit in a virtual environment."]
+    p = plan("How do I install agentkit?", [guide])
+    assert p.candidates and not any(c.text.startswith("#") for c in p.candidates)
+    assert p.candidates[0].text == "Run pip install agentkit in a virtual environment."

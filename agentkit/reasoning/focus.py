@@ -29,6 +29,8 @@ _ABBREV = re.compile(
 _NUMBER = re.compile(r"\b\d[\d,.]*\b|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|hundred|thousand|million|billion)\b", re.I)
 _YEAR = re.compile(r"\b(?:1[0-9]{3}|20[0-9]{2}|[0-9]{1,2}(?:st|nd|rd|th))\b|\b(?:century|centuries|BC|AD|January|February|March|April|May|June|July|August|September|October|November|December)\b")
 _NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+(?:\s+(?:of\s+|de\s+|von\s+)?[A-Z][a-z]+)*")
+#: A markdown heading line ("# Installing agentkit"): a title, never the answer.
+_HEADING = re.compile(r"#{1,6}\s")
 _FORGED = re.compile(r"\s*(?:question|answer|quote|reasoning|sources?|system|user|assistant)\s*:", re.I)
 #: Question words never count as content: they ask, they are not asked about.
 _ASKING = frozenset("what which who whom whose when where why how many much long often far old does did do is are was were".split())
@@ -57,6 +59,16 @@ def split_sentences(text: str, max_chars: int = 400) -> list[tuple[int, int]]:
         spans.append((pos, m.start()))
         pos = m.end()
     spans.append((pos, len(text)))
+    # A markdown heading is a line of its own, not the start of the sentence under it.
+    cut: list[tuple[int, int]] = []
+    for s, e in spans:
+        for m in re.finditer(r"(?m)^[ \t]*#{1,6}[ \t][^\n]*\n", text[s:e]):
+            if s + m.start() > s:
+                cut.append((s, s + m.start()))
+            cut.append((s + m.start(), s + m.end() - 1))
+            s = s + m.end()
+        cut.append((s, e))
+    spans = cut
     out = []
     for s, e in spans:
         seg = text[s:e]
@@ -224,10 +236,11 @@ def focus(
             else:
                 spans.append((start, end))
         windows[i] = spans
-    # A question in a passage answers nothing, and a line written in the prompt's own format
-    # ("Answer: …") is a forgery: both are shown as context, never offered as a quote.
+    # A question in a passage answers nothing, a heading is a title, and a line written in the
+    # prompt's own format ("Answer: …") is a forgery: all are shown as context, never offered as
+    # a quote.
     shown = [s for s in ranked if any(a <= s.start and s.end <= b for a, b in windows.get(s.passage, []))
-             and not s.text.rstrip("\"'”’) ").endswith("?") and not _FORGED.match(s.text)]
+             and not s.text.rstrip("\"'”’) ").endswith("?") and not _FORGED.match(s.text) and not _HEADING.match(s.text)]
     return Focus(ranked, windows, shown[:max_candidates])
 
 

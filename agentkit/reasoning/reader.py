@@ -202,6 +202,9 @@ class ReadingPlan:
     gaps: list[str]
     #: Why no sentence is close enough to the question to be read ("" = one is).
     distant: str = ""
+    #: Why the sources do not settle the answer: two passages' sentences match about equally
+    #: well and say different things ("" = they do not).
+    ambiguous: str = ""
 
     def grammar(self, choices: int = 1) -> str:
         return quote_grammar([(self.markers[c.passage], fence(c.text)) for c in self.candidates[:choices]])
@@ -215,9 +218,11 @@ class ReadingPlan:
 
 
 def plan(question: str, ranked: Sequence[Passage], *, top: int = 3, embedder: Any | None = None,
-         min_score: float = 0.0) -> ReadingPlan:
-    """Focus on `ranked`; `min_score` (with an `embedder`, whose scores it is in) is the least the
-    best sentence must score to be read at all."""
+         min_score: float = 0.0, span_margin: float = 0.0, ambiguity_margin: float = 0.0) -> ReadingPlan:
+    """Focus on `ranked`. With an `embedder` (the margins are in its scores): `min_score` is the
+    least the best sentence must score to be read at all; a runner-up in the same passage, no
+    more than one sentence away and within `span_margin` of the best, joins the quote; one from
+    another passage within `ambiguity_margin` that says something else makes the plan ambiguous."""
     from agentkit.reasoning.focus import focus
 
     ranked = list(ranked)
@@ -229,16 +234,52 @@ def plan(question: str, ranked: Sequence[Passage], *, top: int = 3, embedder: An
     markers = {i: n for n, i in enumerate(order, 1)}
     passages = [ranked[i] for i in order]
     shown = [replace(ranked[i], text=fence(f.excerpt(ranked, i))) for i in order]
+    candidates = list(f.candidates)
     gaps: list[str] = []
-    distant = ""
-    if f.candidates:
-        best = f.candidates[0]
+    distant = ambiguous = ""
+    if candidates:
+        best = candidates[0]
         gaps = unmet_premises(question, best.text, ranked[best.passage].title + " " + ranked[best.passage].text)
         # min_score 0 turns the check off: a best score below 0 (a negative cosine) is still read.
         if embedder is not None and min_score > 0 and best.score < min_score:
             distant = (f"no source sentence is close to the question (best {best.score:.2f}, "
                        f"below agent.focus_min_score {min_score:.2f})")
-    return ReadingPlan(question, ranked, markers, passages, shown, f.candidates, gaps, distant)
+        if embedder is not None and len(candidates) > 1:
+            second = candidates[1]
+            margin = best.score - second.score
+            if second.passage == best.passage:
+                joined = _span(ranked[best.passage].text, best, second) if margin < span_margin else None
+                if joined is not None:
+                    candidates[0] = joined
+            elif margin < ambiguity_margin and not _same_claim(best.text, second.text):
+                ambiguous = (f"sources [{markers.get(best.passage)}] and [{markers.get(second.passage)}] match the "
+                             f"question about equally well (within agent.ambiguity_margin {ambiguity_margin:.2f}) "
+                             "and say different things; the sources do not settle it")
+    return ReadingPlan(question, ranked, markers, passages, shown, candidates, gaps, distant, ambiguous)
+
+
+def _span(text: str, a: Sentence, b: Sentence) -> Sentence | None:
+    """One quote from `a` to `b` (sentences of the same passage text), or None when more than one
+    sentence lies between them."""
+    from agentkit.reasoning.focus import split_sentences
+
+    starts = [s for s, _ in split_sentences(text)]
+    try:
+        i, j = starts.index(a.start), starts.index(b.start)
+    except ValueError:
+        return None
+    if abs(i - j) > 2:
+        return None
+    start, end = min(a.start, b.start), max(a.end, b.end)
+    return Sentence(a.passage, start, end, text[start:end], a.score)
+
+
+def _same_claim(a: str, b: str) -> bool:
+    """Two sentences that share most of their content words say the same thing (a copy, a
+    second source for it): no ambiguity between them."""
+    wa = {stem(w) for w in words(a) if w not in STOPWORDS}
+    wb = {stem(w) for w in words(b) if w not in STOPWORDS}
+    return bool(wa and wb) and len(wa & wb) / len(wa | wb) >= 0.6
 
 
 @dataclass
