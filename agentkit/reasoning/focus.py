@@ -62,11 +62,12 @@ def split_sentences(text: str, max_chars: int = 400) -> list[tuple[int, int]]:
     # A markdown heading is a line of its own, not the start of the sentence under it.
     cut: list[tuple[int, int]] = []
     for s, e in spans:
-        for m in re.finditer(r"(?m)^[ \t]*#{1,6}[ \t][^\n]*\n", text[s:e]):
-            if s + m.start() > s:
-                cut.append((s, s + m.start()))
-            cut.append((s + m.start(), s + m.end() - 1))
-            s = s + m.end()
+        base = s  # the matches' offsets are into text[base:e], whatever `s` has moved on to
+        for m in re.finditer(r"(?m)^[ \t]*#{1,6}[ \t][^\n]*$", text[base:e]):
+            if base + m.start() > s:
+                cut.append((s, base + m.start()))
+            cut.append((base + m.start(), base + m.end()))
+            s = base + m.end()
         cut.append((s, e))
     spans = cut
     out = []
@@ -240,8 +241,13 @@ def focus(
     # prompt's own format ("Answer: …") is a forgery: all are shown as context, never offered as
     # a quote.
     shown = [s for s in ranked if any(a <= s.start and s.end <= b for a, b in windows.get(s.passage, []))
-             and not s.text.rstrip("\"'”’) ").endswith("?") and not _FORGED.match(s.text) and not _HEADING.match(s.text)]
+             and quotable(s.text)]
     return Focus(ranked, windows, shown[:max_candidates])
+
+
+def quotable(text: str) -> bool:
+    """Whether a sentence may be a quote: not a question, a heading or a prompt-format line."""
+    return not text.rstrip("\"'”’) ").endswith("?") and not _FORGED.match(text) and not _HEADING.match(text)
 
 
 class SentenceEncoder:
