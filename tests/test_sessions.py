@@ -303,3 +303,24 @@ def test_sigkill_mid_answer_keeps_the_question_and_the_partial_answer(tmp_path: 
         assert "how to install agentkit" in seen
         assert not any("word0" in c or "and then what?" in c for c in seen)
         assert [m.role for m in s.messages("crash")][-2:] == ["user", "assistant"]
+
+
+class QuoteThenCtrlC(FakeLLM):
+    """Copies a quote of the source under the reader's grammar, then the user presses Ctrl-C."""
+
+    def stream(self, messages, options=None) -> Iterator[Delta]:  # type: ignore[override]
+        assert options is not None and options.grammar  # the quote reader's forced reply
+        for piece in ["Quote: ", "[1] ", '"Install ', "agentkit ", "with "]:
+            yield Delta(piece)
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_mid_quote_keeps_the_answer_the_user_saw_not_the_raw_reply(
+    store: SessionStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repl = Repl(Agent(QuoteThenCtrlC(), [source()]), read_line=script(["how to install agentkit"]),
+                store=store, session="q")
+    repl.run()
+    _, a = store.messages("q")
+    assert a.content == "The sources say: “Install agentkit with" and not a.complete  # not 'Quote: [1] "Install …'
+    assert "The sources say: “Install agentkit with" in capsys.readouterr().out

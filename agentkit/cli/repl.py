@@ -18,7 +18,7 @@ from agentkit.agent import Agent
 from agentkit.cli.context import show_answer
 from agentkit.display import LiveAnswer
 from agentkit.errors import AgentkitError
-from agentkit.types import PARAMETRIC, Answer, AnswerEvent, Message, TokenEvent
+from agentkit.types import PARAMETRIC, Answer, AnswerEvent, ContentEvent, Message, TokenEvent
 
 if TYPE_CHECKING:
     from agentkit.sessions import AnswerWriter, SessionStore
@@ -148,12 +148,18 @@ class Repl:
         stream = self.agent.stream(question, history=self.history[-2 * HISTORY_TURNS :], route=self.forced)
         # Progress before the first token, the answer as it is written (display.LiveAnswer).
         live = LiveAnswer()
-        done = False
+        done = composed = False
         cut_off = "the answer ended early: agentkit stopped before it was complete"
         try:
             for event in stream:
                 live.show(event)  # a warning is shown once, under the answer
-                if isinstance(event, TokenEvent) and writer is not None:
+                if isinstance(event, ContentEvent) and writer is not None:
+                    # The answer's own text (the quote reader's) replaces the model's raw reply:
+                    # a turn cut off mid-quote keeps what the user saw as the answer.
+                    if not composed:
+                        writer.text, composed = "", True
+                    writer.add(event.text)
+                elif isinstance(event, TokenEvent) and writer is not None and not composed:
                     writer.add(event.text)
                 elif isinstance(event, AnswerEvent):
                     if writer is not None:
