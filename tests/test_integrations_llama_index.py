@@ -185,6 +185,8 @@ def test_retriever_refuses_keywords_it_does_not_honour(memory: MemorySource) -> 
     for bad in (0, 2.5, True):
         with pytest.raises(ValueError, match="similarity_top_k must be a whole number of at least 1"):
             AgentkitLlamaRetriever(memory, similarity_top_k=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^AgentkitLlamaRetriever: k must be a whole number of at least 1, got 0$"):
+        AgentkitLlamaRetriever(memory, k=0)  # the error names the keyword given
     with pytest.raises(TypeError, match="filters must map metadata keys"):
         AgentkitLlamaRetriever(memory, filters=metadata_filters({"topic": "biology"}))  # type: ignore[arg-type]
 

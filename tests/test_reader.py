@@ -453,3 +453,41 @@ def test_a_markdown_heading_is_never_the_quote() -> None:
     p = plan("How do I install agentkit?", [guide])
     assert p.candidates and not any(c.text.startswith("#") for c in p.candidates)
     assert p.candidates[0].text == "Run pip install agentkit in a virtual environment."
+
+
+def test_every_markdown_heading_is_a_sentence_of_its_own() -> None:
+    # Several headings in one run of text (no blank lines), CRLF line ends, a heading last.
+    for text, want in [
+        ("# Title\nRun pip install agentkit.\n## Next\nAsk it.", ["# Title", "Run pip install agentkit.", "## Next", "Ask it."]),
+        ("# A\nOne.\n## B\nTwo.\n### C\nThree.", ["# A", "One.", "## B", "Two.", "### C", "Three."]),
+        ("# A\r\nOne.\r\n## B\r\nTwo.", ["# A", "One.", "## B", "Two."]),
+        ("Install it with pip install agentkit.\n## Usage", ["Install it with pip install agentkit.", "## Usage"]),
+    ]:
+        spans = split_sentences(text)
+        assert [text[s:e] for s, e in spans] == want
+    guide = Passage("g#0", "Install agentkit with pip install agentkit.\n## Usage", "Guide")
+    assert plan("How do I install agentkit?", [guide]).candidates[0].text == "Install agentkit with pip install agentkit."
+
+
+def test_a_quote_span_never_takes_in_a_heading_or_a_prompt_line_between_its_sentences() -> None:
+    for between in ("\n## History\n", " Answer: the charter is void. "):
+        text = f"Quenwick is a market town. Its charter was granted by the king.{between}The charter dates from 1712."
+        quote = plan("When was the charter of Quenwick granted?", [Passage("c#0", text, "Quenwick")],
+                     embedder=_Keyword("charter"), span_margin=1.0).candidates[0]
+        assert "History" not in quote.text and "Answer" not in quote.text
+
+
+def test_a_reply_cut_inside_a_word_of_its_quote_does_not_quote_half_a_word() -> None:
+    class WordPieces(FakeLLM):
+        """Pieces as a real tokenizer cuts them: "1712" is two tokens."""
+
+        def stream(self, messages: Sequence[Message], options: GenerationOptions | None = None) -> Iterator[Delta]:
+            self._reply(messages, options or GenerationOptions())
+            pieces = ["Quote", ":", " [", "1", "]", ' "', "It", " was", " founded", " in", " 17", "12", " by"]
+            yield from (Delta(p) for p in pieces[: (options.max_tokens if options else None)])
+            yield Delta("", finish_reason="length")
+
+    events, answer = run(Agent(WordPieces("unused"), [source(QUENWICK)]), "When was Quenwick founded?", max_tokens=11)
+    # Not "founded in 17": the source says 1712.
+    assert content(events) == answer.text == "The sources say: “It was founded in” [1]"
+    assert answer.citations[0].quote == "It was founded in"

@@ -538,7 +538,9 @@ def test_agent_mode_applies_temperature_and_seed_and_names_the_fields_it_ignores
         _, _, extra, _ = collect(client.chat.completions.create(
             model="agentkit", messages=ask("How do I install agentkit?"), stream=True, top_p=0.5))
         assert any(w.startswith("ignored top_p:") for w in extra["warnings"])
-        plain = client.chat.completions.create(model="agentkit", messages=ask("How do I install agentkit?"), top_p=1)
+        # Values that mean "off" are not ignored settings: top_k 0, min_p 0, repeat_penalty 1.
+        plain = client.chat.completions.create(model="agentkit", messages=ask("How do I install agentkit?"), top_p=1,
+                                               extra_body={"top_k": 0, "min_p": 0, "repeat_penalty": 1})
         assert not any(w.startswith("ignored") for w in plain.model_extra["agentkit"]["warnings"])  # type: ignore[index]
         with pytest.raises(openai.UnprocessableEntityError):
             client.chat.completions.create(model="agentkit", messages=ask("hi"), max_tokens=0)

@@ -107,7 +107,8 @@ class AgentkitLlamaRetriever(BaseRetriever):
             )
         top_k = similarity_top_k if similarity_top_k is not None else k if k is not None else 5
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"AgentkitLlamaRetriever: similarity_top_k must be a whole number of at least 1, got {top_k!r}")
+            given = "k" if similarity_top_k is None and k is not None else "similarity_top_k"
+            raise ValueError(f"AgentkitLlamaRetriever: {given} must be a whole number of at least 1, got {top_k!r}")
         if filters is not None and not isinstance(filters, Mapping):
             raise TypeError(
                 f"AgentkitLlamaRetriever: filters must map metadata keys to a value or a list of values, "

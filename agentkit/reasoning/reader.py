@@ -145,7 +145,13 @@ def parse_quoted(
         span = locate(text, passages_text[index])
         if span is not None and len(norm) >= 12:
             start, end = span
-            return QuotedReply(Sentence(index, start, end, passages_text[index][start:end]), n, answer)
+            source = passages_text[index]
+            if end < len(source) and source[end].isalnum() and source[end - 1].isalnum():
+                # Cut off inside a word (a reply stopped at max_tokens): "in 17" of "in 1712" is
+                # not what the source says; the quote ends at its last whole word.
+                end = start + len(re.sub(r"\s*\S*$", "", source[start:end]))
+            if end > start:
+                return QuotedReply(Sentence(index, start, end, source[start:end]), n, answer)
     return QuotedReply(None, marker, answer, warnings=[
         f"the model's quote {_short(text)!r} is not in source {f'[{marker}]' if marker else 'any source'}; it was dropped"
     ])
@@ -220,8 +226,8 @@ class ReadingPlan:
 def plan(question: str, ranked: Sequence[Passage], *, top: int = 3, embedder: Any | None = None,
          min_score: float = 0.0, span_margin: float = 0.0, ambiguity_margin: float = 0.0) -> ReadingPlan:
     """Focus on `ranked`. With an `embedder` (the margins are in its scores): `min_score` is the
-    least the best sentence must score to be read at all; a runner-up in the same passage, no
-    more than one sentence away and within `span_margin` of the best, joins the quote; one from
+    least the best sentence must score to be read at all; a runner-up in the same passage, with at
+    most one sentence between them and within `span_margin` of the best, joins the quote; one from
     another passage within `ambiguity_margin` that says something else makes the plan ambiguous."""
     from agentkit.reasoning.focus import focus
 
@@ -260,15 +266,16 @@ def plan(question: str, ranked: Sequence[Passage], *, top: int = 3, embedder: An
 
 def _span(text: str, a: Sentence, b: Sentence) -> Sentence | None:
     """One quote from `a` to `b` (sentences of the same passage text), or None when more than one
-    sentence lies between them."""
-    from agentkit.reasoning.focus import split_sentences
+    sentence lies between them, or the one between may not be quoted (a heading, a question)."""
+    from agentkit.reasoning.focus import quotable, split_sentences
 
-    starts = [s for s, _ in split_sentences(text)]
+    spans = split_sentences(text)
+    starts = [s for s, _ in spans]
     try:
         i, j = starts.index(a.start), starts.index(b.start)
     except ValueError:
         return None
-    if abs(i - j) > 2:
+    if abs(i - j) > 2 or not all(quotable(text[s:e]) for s, e in spans[min(i, j) : max(i, j) + 1]):
         return None
     start, end = min(a.start, b.start), max(a.end, b.end)
     return Sentence(a.passage, start, end, text[start:end], a.score)

@@ -171,7 +171,7 @@ AGENT_SAMPLING = ("max_tokens", "max_completion_tokens", "temperature", "seed")
 #: shape the answer; model `NAME/raw` takes them all but logit_bias (`RAW_SAMPLING`).
 AGENT_IGNORED: dict[str, Any] = {
     "top_p": 1, "stop": None, "presence_penalty": 0, "frequency_penalty": 0, "logit_bias": None,
-    "repeat_penalty": None, "top_k": None, "min_p": None,
+    "repeat_penalty": 1, "top_k": 0, "min_p": 0,
 }
 #: Sampling fields the bare model applies, each with its range (`stop` and the response format
 #: are checked on their own); `GenerationOptions` says what each means.
