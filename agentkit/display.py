@@ -164,7 +164,7 @@ class LiveAnswer:
     """
 
     def __init__(self, *, tokens: bool = True, progress: bool = True, err: bool = False) -> None:
-        from agentkit.server.protocol import ReplySplitter
+        from agentkit.server.splitter import ReplySplitter
 
         #: Print the reply's tokens as they come (else only the progress lines).
         self.tokens = tokens

@@ -25,7 +25,7 @@ from agentkit.config import AgentSettings
 from agentkit.llm.base import Delta, GenerationOptions
 from agentkit.server.app import create_app
 from agentkit.server.background import ServerThread, free_port
-from agentkit.server.protocol import ReplySplitter
+from agentkit.server.splitter import ReplySplitter
 from agentkit.testing import FakeLLM
 
 TOKEN = "s3cret"

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import hmac
 import json
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,8 @@ from agentkit.llm.base import Completion
 from agentkit.logs import logged
 from agentkit.server.guard import BrowserGuard
 from agentkit.server.remote import routes as remote_routes
+from agentkit.server.runs import Run
+from agentkit.server.splitter import ReplySplitter
 from agentkit.server.web import routes as web_routes
 from agentkit.server.protocol import (
     DEFAULT_MAX_GRAMMAR,
@@ -35,7 +36,6 @@ from agentkit.server.protocol import (
     ApiError,
     ChatRequest,
     as_api_error,
-    ReplySplitter,
     agentkit_field,
     answer_body,
     chunk,
@@ -156,7 +156,7 @@ class AgentServer:
         #: Requests holding a slot: from the body read to the end of their worker thread.
         self.active = 0
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="agentkit-serve")
-        self._runs: set[_Run] = set()
+        self._runs: set[Run] = set()
 
     # --- endpoints --------------------------------------------------------------------------
 
@@ -314,7 +314,7 @@ class AgentServer:
     def _release(self) -> None:
         self.active -= 1
 
-    def _start(self, req: ChatRequest) -> _Run:
+    def _start(self, req: ChatRequest) -> Run:
         llm = self.agent.llm
         make: Callable[[], Iterator[Any]]
         if req.raw and (req.stream or req.options.logprobs is None):
@@ -330,16 +330,16 @@ class AgentServer:
             ), self.agent.config, "serve")
         loop = asyncio.get_running_loop()
 
-        def done(run: _Run) -> None:
+        def done(run: Run) -> None:
             self._runs.discard(run)
             self._release()
 
-        run = _Run(make, loop, done)
+        run = Run(make, loop, done)
         self._runs.add(run)
         self._pool.submit(run.work)
         return run
 
-    async def _chunks(self, req: ChatRequest, run: _Run, first: Any) -> AsyncIterator[dict[str, Any]]:
+    async def _chunks(self, req: ChatRequest, run: Run, first: Any) -> AsyncIterator[dict[str, Any]]:
         cid, model = completion_id(), req.model
         items = _mapped(run)
         if req.raw:
@@ -412,67 +412,7 @@ class AgentServer:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-class _Run:
-    """One generation in a worker thread, handing what it yields to the event loop.
-
-    The whole iteration stays in one thread: llama.cpp's backend ties an open stream to the
-    thread that opened it. `stop()` closes the iterator after the item being produced.
-    """
-
-    def __init__(self, make: Callable[[], Iterator[Any]], loop: asyncio.AbstractEventLoop, done: Callable[[_Run], None]) -> None:
-        self._make = make
-        self._loop = loop
-        self._done = done
-        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        self._stop = threading.Event()
-        self._finished = False
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def work(self) -> None:
-        try:
-            items = self._make()
-            try:
-                for item in items:
-                    self._put("item", item)
-                    if self._stop.is_set():
-                        break
-            finally:
-                close = getattr(items, "close", None)
-                if close is not None:
-                    close()
-        except BaseException as exc:  # noqa: BLE001 - handed to the request, which maps it
-            self._put("error", exc)
-        else:
-            self._put("end", None)
-        finally:
-            with contextlib.suppress(RuntimeError):  # the loop is gone: the server is shutting down
-                self._loop.call_soon_threadsafe(self._finish)
-
-    def _finish(self) -> None:
-        """Free the slot, once: when the request reads the end (before its response goes out, so
-        that the client's next request finds it free), or else when the thread ends."""
-        if not self._finished:
-            self._finished = True
-            self._done(self)
-
-    def _put(self, kind: str, value: Any) -> None:
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, (kind, value))
-
-    async def next(self) -> Any:
-        kind, value = await self._queue.get()
-        if kind != "item":
-            self._finish()
-        if kind == "error":
-            raise value
-        if kind == "end":
-            raise StopAsyncIteration
-        return value
-
-
-async def _until_disconnect(request: Request, run: _Run) -> list[Any] | None:
+async def _until_disconnect(request: Request, run: Run) -> list[Any] | None:
     """The rest of a run's items, or None when the client went away first (the run is stopped then).
 
     The body has been read, so the next ASGI message can only be the disconnect.
@@ -516,7 +456,7 @@ def _completion(deltas: list[Any]) -> Completion:
     )
 
 
-async def _mapped(run: _Run) -> AsyncIterator[Any]:
+async def _mapped(run: Run) -> AsyncIterator[Any]:
     """The rest of a run's items; agentkit's errors surface as ApiError."""
     while True:
         try:
@@ -534,7 +474,7 @@ class _EventStream:
     Listens for the client going away meanwhile and stops the generation when it does.
     """
 
-    def __init__(self, run: _Run, chunks: AsyncIterator[dict[str, Any]]) -> None:
+    def __init__(self, run: Run, chunks: AsyncIterator[dict[str, Any]]) -> None:
         self.run = run
         self.chunks = chunks
 
