@@ -1,10 +1,12 @@
-"""The focus ranker alone, no model: on squad2-mini, does the best sentence hold the answer?
+"""The focus ranker alone, no model: on squad2-mini, does the quote the reader would use hold the answer?
 
 Retrieval is what `agentkit eval qa --corpus … --mode always` does (the embedded store, top_k
-passages); then `reader.plan` picks the sentence the quote reader would read. Side by side: words
-only (`agent.focus_embedder: none`), MiniLM cosine only, and the shipped ranker. Rows split the
+passages); then `reader.plan` picks the quote: the best sentence, or with the span margin a
+near-tied run of up to three sentences of one passage. Side by side: words only
+(`agent.focus_embedder: none`), MiniLM cosine only, the 0.25/0.75 mix on one sentence, and the
+shipped plan (the mix with `agent.quote_span_margin` and `agent.ambiguity_margin`). Rows split the
 626 questions into the `eval qa --sample 200 --seed 0` subset and the other 426, on which the
-ranker's weights and `agent.focus_min_score` were chosen.
+ranker's weights, `agent.focus_min_score` and both margins were chosen.
 
     python bench/focus.py
 """
@@ -86,7 +88,7 @@ def main() -> int:
     print(f"{'ranker':40} {'questions':22} " + " ".join(f"{c:>20}" for c in cols))
     for split, r in sorted(table, key=lambda x: x[0]):
         print(f"{r['ranker']:40} {split:22} " + " ".join(f"{r[c]:20.3f}" for c in cols))
-    print("\nholds: the best sentence holds a gold answer (answerable questions); after checks: and it passes"
+    print("\nholds: the quote holds a gold answer (answerable questions); after checks: and it passes"
           " the premise, distance and ambiguity checks;\nanswered wrong: it passes them and holds no gold answer (what eval qa's supported_but_wrong counts);\ngold passage: its passage is the gold one (of those answered);"
           " refused unanswerable: the checks refuse (unanswerable questions).")
     return 0
