@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,11 @@ _CSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
 _STYLE = re.compile(r"\x1b\[(?!0?m)[0-9;]*m")
 
 
+def _sigint_ignored() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
 def screen(raw: str) -> str:
     return _CSI.sub("", raw)
 
@@ -53,7 +59,11 @@ def user_env(tmp_path: Path) -> dict[str, str]:
 @pytest.mark.real_model
 def test_chat_in_a_terminal_streams_cites_stops_on_ctrl_c_and_exits_cleanly(tmp_path: Path, user_env: dict[str, str]) -> None:
     child = pexpect.spawn(sys.executable, CHAT, cwd=str(tmp_path), env=user_env,
-                          encoding="utf-8", timeout=45, dimensions=(40, 120))
+                          encoding="utf-8", timeout=45, dimensions=(40, 120),
+                          # Started as some runners start it, SIGINT ignored and blocked (both
+                          # survive exec; a full test run hands them on): Ctrl-C must still stop
+                          # an answer.
+                          preexec_fn=_sigint_ignored)
     child.logfile_read = seen = io.StringIO()
     try:
         child.expect("/help for commands")

@@ -39,6 +39,21 @@ Ctrl-C stops an answer being generated and keeps the session."""
 HISTORY_TURNS = 3
 
 
+def _ctrl_c_interrupts() -> None:
+    """Make Ctrl-C raise KeyboardInterrupt here, whatever this process inherited: a parent that
+    ignores or blocks SIGINT (`nohup`, some IDE and test runners) passes that on across exec, and
+    Ctrl-C would then stop nothing while the model writes (at the prompt, the line editor reads
+    it as a key either way)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return  # only the main thread may set handlers; a REPL run elsewhere keeps what it has
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 class Repl:
     def __init__(
         self,
@@ -92,6 +107,7 @@ class Repl:
     # --- the loop --------------------------------------------------------------------------
 
     def run(self) -> None:
+        _ctrl_c_interrupts()
         self._banner()
         self._recap()
         while True:
