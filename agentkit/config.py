@@ -74,8 +74,9 @@ class AgentSettings(_Strict):
     #: 0 turns it off. Chosen on squad2-mini questions outside the `--sample 200 --seed 0` subset.
     focus_min_score: float = Field(0.4, ge=0.0, le=1.0)
     #: With `focus_embedder: minilm`: when the runner-up sentence is in the same passage with at
-    #: most one sentence between them, and scores within this of the best, the quote spans both (the passage
-    #: says it across sentences, and the ranker cannot tell which one holds it). 0 = one sentence.
+    #: most one sentence between them, and scores within this of the best, the quote spans them
+    #: (the passage says it across sentences, and the ranker cannot tell which one holds it).
+    #: 0 = one sentence.
     quote_span_margin: float = Field(0.1, ge=0.0, le=1.0)
     #: With `focus_embedder: minilm`: refuse when the runner-up sentence comes from another
     #: passage, says something else, and scores within this of the best: the sources do not

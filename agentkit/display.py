@@ -141,11 +141,14 @@ def answer_part(streamed: str) -> str:
 
 
 def same_answer(streamed: str, text: str) -> bool:
-    """Whether the answer part of what streamed already says `text` ([n] marks and spacing aside)."""
+    """Whether what streamed already says `text`: the very text (an answer agentkit composed and
+    streamed, which may itself hold "Answer:"), or its answer part ([n] marks and spacing aside)."""
 
     def norm(s: str) -> str:
         return " ".join(_MARK.sub("", s).split()).strip()
 
+    if streamed and streamed == text:
+        return True
     return bool(norm(text)) and norm(answer_part(streamed)) == norm(text)
 
 
@@ -218,8 +221,7 @@ class LiveAnswer:
         """End what streamed; True when the answer streamed as it stands (it is not printed again)."""
         self._flush()
         self._end_line()
-        shown = "".join(self._content)
-        return bool(shown) and (shown == answer.text or same_answer(shown, answer.text))
+        return bool(self._content) and same_answer("".join(self._content), answer.text)
 
     # --- printing -----------------------------------------------------------------------------
 

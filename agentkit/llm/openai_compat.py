@@ -332,7 +332,7 @@ class OpenAICompatLLM:
 
     def _request(self, messages: Sequence[Message], options: GenerationOptions, *, stream: bool) -> dict[str, Any]:
         """The arguments of `chat.completions.create`: standard fields by name, the server's own in extra_body."""
-        server_only = any(getattr(options, name) is not None for name in ("repeat_penalty", "top_k", "min_p"))
+        server_only = any(getattr(options, name) is not None for name in _SERVER_SAMPLING["llama_cpp"])
         style = self._style() if options.grammar is not None or options.json_schema is not None or server_only else self.constraints
         named: dict[str, Any] = {
             "model": self._model_id(),

@@ -87,10 +87,15 @@ def _literal(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+def offered(marker: int, text: str) -> str:
+    """A quote as the grammar offers it after `Quote: `: `[n] "<sentence as shown>"`."""
+    return f'[{marker}] "{text}"'
+
+
 def quote_grammar(shown: Sequence[tuple[int, str]], answer_chars: int = 80) -> str:
     """GBNF: `Quote: [n] "<one of the shown sentences, verbatim>"` then `Answer: <short text>`, or
     `Quote: none`. `shown` holds (marker, sentence as displayed)."""
-    alternatives = " | ".join(_literal(f'[{n}] "{text}"') for n, text in shown) or '"none"'
+    alternatives = " | ".join(_literal(offered(n, text)) for n, text in shown) or '"none"'
     return "\n".join([
         'root ::= "Quote: " (quoted "\\nAnswer: " answer | "none")',
         f"quoted ::= {alternatives}",
@@ -375,7 +380,7 @@ class QuoteStream:
 
     def __init__(self, plan: ReadingPlan, choices: int = 1) -> None:
         self._plan = plan
-        self._options = [(c, f'[{plan.markers[c.passage]}] "{fence(c.text)}"') for c in plan.candidates[:choices]]
+        self._options = [(c, offered(plan.markers[c.passage], fence(c.text))) for c in plan.candidates[:choices]]
         self._reply = ""
         self._done = not self._options
         #: The text streamed so far.

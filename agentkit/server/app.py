@@ -394,7 +394,7 @@ class AgentServer:
                 if not streamed and answer.text:
                     # Nothing streamed as the answer (a reply that never reached its `Answer:`).
                     yield chunk(cid, model, {"content": answer.text})
-                elif streamed and streamed != answer.text and not same_answer(streamed, answer.text):
+                elif streamed and not same_answer(streamed, answer.text):
                     # agentkit withheld or replaced what streamed: the checked text follows it, and
                     # `revised` tells a client that can redraw to show `agentkit.text` alone.
                     extra["revised"] = True
