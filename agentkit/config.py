@@ -64,13 +64,15 @@ class AgentSettings(_Strict):
     #: choice beats a 135M model's; raise this for a larger model.
     quote_choices: int = Field(1, ge=1, le=20)
     #: Sentence similarity for the focus, beside word overlap: `minilm` (the bundled ONNX encoder,
-    #: ~0.1 s a question for sentences not seen before) or `none` (words only).
+    #: every sentence of the evidence compared token by token with the question; ~0.1-0.3 s a
+    #: question for sentences not seen before) or `none` (words only).
     focus_embedder: Literal["minilm", "none"] = "minilm"
     #: Refuse without asking the model when the question's premises (a negation, a name or
     #: figure, "most"/"least"/"first"...) are not in the best source sentence.
     check_premises: bool = True
     #: With `focus_embedder: minilm`, refuse when even the best sentence scores below this
-    #: (0.25 x word overlap + 0.75 x MiniLM cosine): nothing in the sources is about the question.
+    #: (IDF-weighted MaxSim over MiniLM's token vectors plus 0.05 x the word score; see
+    #: reasoning/focus.py): nothing in the sources is about the question.
     #: 0 turns it off. Chosen on squad2-mini questions outside the `--sample 200 --seed 0` subset.
     focus_min_score: float = Field(0.4, ge=0.0, le=1.0)
     #: With `focus_embedder: minilm`: when the runner-up sentence is in the same passage with at
@@ -78,11 +80,12 @@ class AgentSettings(_Strict):
     #: (the passage says it across sentences, and the ranker cannot tell which one holds it).
     #: 0 = one sentence.
     quote_span_margin: float = Field(0.1, ge=0.0, le=1.0)
-    #: With `focus_embedder: minilm`: refuse when the runner-up sentence comes from another
-    #: passage, says something else, and scores within this of the best: the sources do not
-    #: settle which is meant. 0 turns it off. Both margins were chosen on squad2-mini questions
-    #: outside the `--sample 200 --seed 0` subset (bench/focus.py shows the effect).
-    ambiguity_margin: float = Field(0.02, ge=0.0, le=1.0)
+    #: With `focus_embedder: minilm`: refuse when the runner-up sentence is not part of the quote
+    #: (another passage, or too far away in the same one), says something else, and scores
+    #: within this of the best: the sources do not settle which is meant. 0 turns it off. Both
+    #: margins were chosen on squad2-mini questions outside the `--sample 200 --seed 0` subset
+    #: (bench/focus.py shows the effect).
+    ambiguity_margin: float = Field(0.04, ge=0.0, le=1.0)
 
     @field_validator("verify", mode="before")
     @classmethod

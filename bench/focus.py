@@ -2,9 +2,11 @@
 
 Retrieval is what `agentkit eval qa --corpus … --mode always` does (the embedded store, top_k
 passages); then `reader.plan` picks the quote: the best sentence, or with the span margin a
-near-tied run of up to three sentences of one passage. Side by side: words only
-(`agent.focus_embedder: none`), MiniLM cosine only, the 0.25/0.75 mix on one sentence, and the
-shipped plan (the mix with `agent.quote_span_margin` and `agent.ambiguity_margin`). Rows split the
+near-tied run of up to three sentences of one passage, with the neighbour it leans on. Side by
+side: words only (`agent.focus_embedder: none`), MiniLM cosine only, the pooled 0.25/0.75 mix of
+words and cosine (the ranker before MaxSim, and what an embedder without token vectors gets),
+MaxSim with that mix, and the shipped plan (that with `agent.quote_span_margin` and
+`agent.ambiguity_margin`). Rows split the
 626 questions into the `eval qa --sample 200 --seed 0` subset and the other 426, on which the
 ranker's weights, `agent.focus_min_score` and both margins were chosen.
 
@@ -37,6 +39,7 @@ def main() -> int:
     items = load_questions(DATA / "questions.jsonl")
     sample = set(random.Random(0).sample(range(len(items)), 200))
     encoder = SentenceEncoder(OnnxEmbedder("all-MiniLM-L6-v2"))
+    pooled = _Pooled(encoder)  # the same encoder without token vectors: the ranker before MaxSim
 
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -76,7 +79,9 @@ def main() -> int:
     setups = [
         ("words only", lambda q, ps: reader.plan(q, ps, top=2)),
         ("MiniLM cosine only", lambda q, ps: _cosine_plan(reader, q, ps, encoder)),
-        ("0.25 words + 0.75 MiniLM, one sentence",
+        ("pooled: 0.25 words + 0.75 cosine",
+         lambda q, ps: reader.plan(q, ps, top=2, embedder=pooled, min_score=a.focus_min_score)),
+        ("MaxSim + pooled, no margins",
          lambda q, ps: reader.plan(q, ps, top=2, embedder=encoder, min_score=a.focus_min_score)),
         ("shipped (+ span and ambiguity margins)",
          lambda q, ps: reader.plan(q, ps, top=2, embedder=encoder, min_score=a.focus_min_score,
@@ -92,6 +97,13 @@ def main() -> int:
           " the premise, distance and ambiguity checks;\nanswered wrong: it passes them and holds no gold answer (what eval qa's supported_but_wrong counts);\ngold passage: its passage is the gold one (of those answered);"
           " refused unanswerable: the checks refuse (unanswerable questions).")
     return 0
+
+
+class _Pooled:
+    """An encoder that gives pooled vectors only, as a user's own embedder may."""
+
+    def __init__(self, encoder):
+        self.embed_query, self.embed_documents = encoder.embed_query, encoder.embed_documents
 
 
 def _cosine_plan(reader, question, passages, encoder):

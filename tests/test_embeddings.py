@@ -197,3 +197,21 @@ def test_a_user_folder_runs_the_same_model(encoder: OnnxEmbedder, tmp_path: Path
     np.testing.assert_allclose(mine.embed_documents([SEA]), encoder.embed_documents([SEA]), atol=1e-6)
     assert mine.dimension == 384
     assert mine.name.startswith("my-minilm@" + spec.sha256[:12])
+
+
+@pytest.mark.real_model
+def test_token_vectors_come_from_the_same_pass_as_the_pooled_vector(encoder: OnnxEmbedder) -> None:
+    texts = [SEA, "Short.", CAR]
+    got = encoder.embed_tokens(texts)  # batched, sorted by length, returned in the given order
+    np.testing.assert_allclose(np.stack([t.pooled for t in got]), encoder.embed_documents(texts), atol=1e-5)
+    sea = got[0]
+    # One unit vector per word piece, [CLS] and [SEP] left out; spans point into the text.
+    assert len(sea.tokens) == len(sea.spans) == len(encoder._load().tokenizer.encode(SEA).ids) - 2
+    np.testing.assert_allclose(np.linalg.norm(sea.tokens, axis=1), 1.0, atol=1e-5)
+    assert [SEA[a:b] for a, b in sea.spans][:4] == ["The", "sea", "was", "calm"]
+    (query,) = encoder.embed_tokens(["Where were the boats?"], query=True)
+    np.testing.assert_allclose(query.pooled, encoder.embed_query("Where were the boats?"), atol=1e-5)
+    # A token is closest to the same word in another sentence: "boats" finds "boats" in SEA.
+    boats = next(k for k, (a, b) in enumerate(query.spans) if "Where were the boats?"[a:b] == "boats")
+    best = int(np.argmax(sea.tokens @ query.tokens[boats]))
+    assert SEA[slice(*sea.spans[best])] == "boats"

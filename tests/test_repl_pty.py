@@ -81,7 +81,8 @@ def test_chat_in_a_terminal_streams_cites_stops_on_ctrl_c_and_exits_cleanly(tmp_
         child.expect(r"Sources:\r\n +\[1\] Installing agentkit — file://\S*install\.md#chunk=0 \(docs\)")
         between = screen(child.before).splitlines()
         answer = [line for line in between if line.strip() and not line.startswith(("  ", "["))]
-        assert answer and "[1]" in answer[0], between  # the answer, citing [1], above its sources
+        # The answer, citing [1], above its sources (the quote keeps the guide's line break).
+        assert answer and answer[0].startswith("The sources say: “Install agentkit") and "[1]" in " ".join(answer), between
         child.expect("you>")
 
         # Ctrl-C while the model is writing: the answer stops where it is and the prompt returns.

@@ -95,6 +95,16 @@ class EmbedderConfig(BaseModel):
 
 
 @dataclass(frozen=True)
+class TokenVectors:
+    """A text as an encoder reads it: its pooled unit vector, a unit vector per token (special
+    tokens left out) and each token's (start, end) characters in the text."""
+
+    pooled: np.ndarray
+    tokens: np.ndarray
+    spans: list[tuple[int, int]]
+
+
+@dataclass(frozen=True)
 class _Bundled:
     """Where a bundled model's files are: (import name of the package, path inside it)."""
 
@@ -240,6 +250,20 @@ class OnnxEmbedder:
     def embed_query(self, text: str) -> np.ndarray:
         return self._load().encode([self.query_prefix + text], self.pooling)[0]
 
+    def embed_tokens(self, texts: Sequence[str], *, query: bool = False) -> list[TokenVectors]:
+        """Per text, the pooled vector and the unit vector of each of its tokens (the model's
+        contextual token states, special tokens left out) with the character span of each token
+        in the text: for late interaction (MaxSim) between a question and short texts."""
+        runner = self._load()
+        prefix = self.query_prefix if query else self.passage_prefix
+        out: list[TokenVectors | None] = [None] * len(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            for i, tv in zip(idx, runner.encode_tokens([texts[i] for i in idx], prefix, self.pooling)):
+                out[i] = tv
+        return [tv for tv in out if tv is not None]
+
     def _load(self) -> _OnnxRunner:
         if self._runner is None:
             with self._lock:
@@ -308,6 +332,28 @@ class _OnnxRunner:
         self.dimension = dim if isinstance(dim, int) else int(self.encode(["probe"], "mean").shape[1])
 
     def encode(self, texts: list[str], pooling: Pooling) -> np.ndarray:
+        hidden, mask, _ = self._run(texts)
+        return self._pool(hidden, mask, pooling)
+
+    def encode_tokens(self, texts: list[str], prefix: str, pooling: Pooling) -> list[TokenVectors]:
+        """`TokenVectors` of each text (after `prefix`, whose tokens are left out)."""
+        import numpy as np
+
+        hidden, mask, encodings = self._run([prefix + t for t in texts])
+        pooled = self._pool(hidden, mask, pooling)
+        if hidden.ndim != 3:
+            raise ModelLoadError("this ONNX export pools its output; token vectors need one that returns token states")
+        out = []
+        for row, (text, e) in enumerate(zip(texts, encodings)):
+            keep = [k for k, (special, (a, b)) in enumerate(zip(e.special_tokens_mask, e.offsets))
+                    if not special and b > a and a >= len(prefix)]
+            vectors = hidden[row, keep]
+            vectors = vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
+            spans = [(e.offsets[k][0] - len(prefix), e.offsets[k][1] - len(prefix)) for k in keep]
+            out.append(TokenVectors(pooled[row], vectors.astype(np.float32), spans))
+        return out
+
+    def _run(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, list[Any]]:
         import numpy as np
 
         encodings = self.tokenizer.encode_batch(texts)
@@ -321,6 +367,12 @@ class _OnnxRunner:
         if "token_type_ids" in self.inputs:
             feeds["token_type_ids"] = np.zeros_like(ids)
         (hidden,) = self.session.run([self.output], feeds)
+        return hidden, mask, encodings
+
+    @staticmethod
+    def _pool(hidden: np.ndarray, mask: np.ndarray, pooling: Pooling) -> np.ndarray:
+        import numpy as np
+
         if hidden.ndim == 2:  # the export pools already
             pooled = hidden
         elif pooling == "cls":

@@ -232,8 +232,9 @@ def plan(question: str, ranked: Sequence[Passage], *, top: int = 3, embedder: An
          min_score: float = 0.0, span_margin: float = 0.0, ambiguity_margin: float = 0.0) -> ReadingPlan:
     """Focus on `ranked`. With an `embedder` (the margins are in its scores): `min_score` is the
     least the best sentence must score to be read at all; a runner-up in the same passage, with at
-    most one sentence between them and within `span_margin` of the best, joins the quote; one from
-    another passage within `ambiguity_margin` that says something else makes the plan ambiguous."""
+    most one sentence between them and within `span_margin` of the best, joins the quote; a
+    neighbour the quote leans on, or that leans on it, joins it too (`_whole`); a runner-up left
+    outside the quote within `ambiguity_margin` that says something else makes the plan ambiguous."""
     from agentkit.reasoning.focus import focus
 
     ranked = list(ranked)
@@ -257,15 +258,16 @@ def plan(question: str, ranked: Sequence[Passage], *, top: int = 3, embedder: An
                        f"below agent.focus_min_score {min_score:.2f})")
         if embedder is not None and len(candidates) > 1:
             second = candidates[1]
-            margin = best.score - second.score
-            if second.passage == best.passage:
-                joined = _span(ranked[best.passage].text, best, second) if margin < span_margin else None
-                if joined is not None:
-                    candidates[0] = joined
-            elif margin < ambiguity_margin and not _same_claim(best.text, second.text):
-                ambiguous = (f"sources [{markers.get(best.passage)}] and [{markers.get(second.passage)}] match the "
-                             f"question about equally well (within agent.ambiguity_margin {ambiguity_margin:.2f}) "
-                             "and say different things; the sources do not settle it")
+            if second.passage == best.passage and best.score - second.score < span_margin:
+                candidates[0] = _span(ranked[best.passage].text, best, second) or best
+        candidates[0] = _whole(ranked[best.passage].text, candidates[0])
+        if embedder is not None and len(candidates) > 1:
+            second, quote = candidates[1], candidates[0]
+            inside = second.passage == quote.passage and quote.start <= second.start and second.end <= quote.end
+            if not inside and best.score - second.score < ambiguity_margin and not _same_claim(best.text, second.text):
+                ambiguous = (f"source sentences in [{markers.get(best.passage)}] and [{markers.get(second.passage)}] "
+                             f"match the question about equally well (within agent.ambiguity_margin "
+                             f"{ambiguity_margin:.2f}) and say different things; the sources do not settle it")
     return ReadingPlan(question, ranked, markers, passages, shown, candidates, gaps, distant, ambiguous)
 
 
@@ -284,6 +286,38 @@ def _span(text: str, a: Sentence, b: Sentence) -> Sentence | None:
         return None
     start, end = min(a.start, b.start), max(a.end, b.end)
     return Sentence(a.passage, start, end, text[start:end], a.score)
+
+
+#: Words that open a sentence which leans on the one before it: "Such problems are called
+#: NP-intermediate." means little without the sentence that defines them.
+_LEANS = re.compile(
+    r"^[\"'“‘(]?(?:this|these|those|such|it|its|he|she|they|his|her|their|thus|hence|therefore|but|however|"
+    r"then|both|the latter|the former|as a result|consequently|instead|yet)\b",
+    re.I,
+)
+
+
+def _whole(text: str, quote: Sentence, most: int = 3) -> Sentence:
+    """The quote with the sentences it cannot be read without: the one before when the quote's
+    first sentence leans on it (opens with "It", "Such", "However"…), the one after when that one
+    leans on the quote. At most `most` sentences in all; only quotable ones join."""
+    from agentkit.reasoning.focus import quotable, split_sentences
+
+    spans = split_sentences(text)
+    inside = [k for k, (s, e) in enumerate(spans) if quote.start <= s and e <= quote.end]
+    if not inside:
+        return quote
+    first, last = inside[0], inside[-1]
+    if last - first + 1 < most and first > 0 and _LEANS.match(text[spans[first][0] : spans[first][1]]) \
+            and quotable(text[spans[first - 1][0] : spans[first - 1][1]]):
+        first -= 1
+    if last - first + 1 < most and last + 1 < len(spans) and _LEANS.match(text[spans[last + 1][0] : spans[last + 1][1]]) \
+            and quotable(text[spans[last + 1][0] : spans[last + 1][1]]):
+        last += 1
+    start, end = min(quote.start, spans[first][0]), max(quote.end, spans[last][1])
+    if (start, end) == (quote.start, quote.end):
+        return quote
+    return Sentence(quote.passage, start, end, text[start:end], quote.score)
 
 
 def _same_claim(a: str, b: str) -> bool:
