@@ -1,14 +1,16 @@
 """The focus ranker alone, no model: on squad2-mini, does the quote the reader would use hold the answer?
 
-Retrieval is what `agentkit eval qa --corpus … --mode always` does (the embedded store, top_k
-passages); then `reader.plan` picks the quote: the best sentence, or with the span margin a
-near-tied run of up to three sentences of one passage, with the neighbour it leans on. Side by
-side: words only (`agent.focus_embedder: none`), MiniLM cosine only, the pooled 0.25/0.75 mix of
-words and cosine (the ranker before MaxSim, and what an embedder without token vectors gets),
-MaxSim with that mix, and the shipped plan (that with `agent.quote_span_margin` and
-`agent.ambiguity_margin`). Rows split the
-626 questions into the `eval qa --sample 200 --seed 0` subset and the other 426, on which the
-ranker's weights, `agent.focus_min_score` and both margins were chosen.
+The evidence is what `agentkit eval qa --corpus … --mode always` gives the reader (the embedded
+store's top_k passages, fitted to the bundled model's context); then `reader.plan` picks the
+quote: the best sentence, or with the span margin a near-tied run of up to three sentences of one
+passage, with a neighbour it leans on. Side by side: words only (`agent.focus_embedder: none`),
+MiniLM cosine only, the pooled 0.25/0.75 mix of words and cosine (the ranker before MaxSim, and
+what an embedder without token vectors gets), IDF-weighted MaxSim with 0.05 of the word score,
+and the shipped plan (that with `agent.quote_span_margin` and `agent.ambiguity_margin`). Rows
+split the 626 questions into the `eval qa --sample 200 --seed 0` subset and the other 426, on
+which the ranker's weights, `agent.focus_min_score` and both margins were chosen. The shipped
+row's "answered wrong" is what `eval qa` reports as `supported_but_wrong`, but for the model's
+own `Quote: none`.
 
     python bench/focus.py
 """
@@ -45,7 +47,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         cfg.data_dir = Path(tmp)
         store, _ = corpus_store(cfg, DATA / "corpus.jsonl", progress=False)
-        retrieved = [store.search(it.question, k=cfg.agent.top_k) for it in items]
+        retrieved = _evidence(cfg, store, items)
         store.close()
 
     def judge(name: str, plan_for) -> list[tuple[str, dict]]:
@@ -81,7 +83,7 @@ def main() -> int:
         ("MiniLM cosine only", lambda q, ps: _cosine_plan(reader, q, ps, encoder)),
         ("pooled: 0.25 words + 0.75 cosine",
          lambda q, ps: reader.plan(q, ps, top=2, embedder=pooled, min_score=a.focus_min_score)),
-        ("MaxSim + pooled, no margins",
+        ("MaxSim (+ 0.05 words), no margins",
          lambda q, ps: reader.plan(q, ps, top=2, embedder=encoder, min_score=a.focus_min_score)),
         ("shipped (+ span and ambiguity margins)",
          lambda q, ps: reader.plan(q, ps, top=2, embedder=encoder, min_score=a.focus_min_score,
@@ -97,6 +99,43 @@ def main() -> int:
           " the premise, distance and ambiguity checks;\nanswered wrong: it passes them and holds no gold answer (what eval qa's supported_but_wrong counts);\ngold passage: its passage is the gold one (of those answered);"
           " refused unanswerable: the checks refuse (unanswerable questions).")
     return 0
+
+
+class _Stop(Exception):
+    pass
+
+
+def _evidence(cfg, store, items):
+    """The passages the agent's quote reader gets for each question, as `eval qa --mode always`
+    builds the agent: retrieval, then the evidence fitted to the model's context (the bundled
+    model's tokenizer counts; the model writes nothing). Taken where the agent hands them to
+    `reader.plan`, which is stopped there."""
+    from agentkit import Agent
+    from agentkit.plugins import build_llm
+    from agentkit.reasoning import reader
+    from agentkit.routing.build import build_router
+
+    llm = build_llm(cfg.llm)
+    agent = Agent(llm, {"corpus": store}, router=build_router(cfg, llm), settings=cfg.agent, config=cfg, adapters={})
+    seen: list = []
+
+    def capture(question, ranked, **_):
+        seen.append(list(ranked))
+        raise _Stop
+
+    original, reader.plan = reader.plan, capture
+    out = []
+    try:
+        for it in items:
+            seen.clear()
+            try:
+                agent.ask(it.question, route=["corpus"])
+            except _Stop:
+                pass
+            out.append(seen[0] if seen else [])
+    finally:
+        reader.plan = original
+    return out
 
 
 class _Pooled:
