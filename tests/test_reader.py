@@ -605,3 +605,42 @@ def test_maxsim_weighs_a_rare_question_word_above_two_common_ones() -> None:
     assert ranked[0].text == "Quenwick was built by monks."
     scores = {s.text: s.score for s in ranked}
     assert scores["Quenwick was built by monks."] - scores["The mill stood by the river."] > 0.2
+
+
+def test_sentence_token_vectors_are_cached_within_a_byte_budget_and_questions_are_not() -> None:
+    from agentkit.reasoning.focus import SentenceEncoder
+
+    class Counting(_WordTokens):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoded: list[str] = []
+
+        def embed_tokens(self, texts: Sequence[str], *, query: bool = False) -> list[Any]:
+            self.encoded += list(texts)
+            return super().embed_tokens(texts, query=query)
+
+    inner = Counting()
+    one = inner._tv("Quenwick was built by monks.").tokens.nbytes
+    encoder = SentenceEncoder(inner, token_bytes=2 * one)
+    encoder.embed_tokens(["Quenwick was built by monks.", "Quenwick was built by monks."])
+    encoder.embed_tokens(["Quenwick was built by monks."])
+    assert inner.encoded == ["Quenwick was built by monks."]  # once, for three asks
+    encoder.embed_tokens(["When was Quenwick built?"], query=True)
+    encoder.embed_tokens(["When was Quenwick built?"], query=True)
+    assert inner.encoded.count("When was Quenwick built?") == 2  # questions are not kept
+    # Over the budget the oldest sentence goes first.
+    encoder.embed_tokens(["Mills were built.", "Sheep were kept."])
+    encoder.embed_tokens(["Quenwick was built by monks."])
+    assert inner.encoded.count("Quenwick was built by monks.") == 2
+
+
+def test_an_encoder_without_token_states_falls_back_to_pooled_similarity() -> None:
+    from agentkit.errors import ModelLoadError
+    from agentkit.reasoning.focus import SentenceEncoder
+
+    class Pooling(_TopicEncoder):
+        def embed_tokens(self, texts: Sequence[str], *, query: bool = False) -> list[Any]:
+            raise ModelLoadError("this ONNX export pools its output")
+
+    near = plan("When was Quenwick founded?", [BRIDGE, QUENWICK], embedder=SentenceEncoder(Pooling()), min_score=0.4)
+    assert near.distant == "" and near.candidates[0].text == "Quenwick was founded in 1712 by wool merchants."

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agentkit.errors import ModelLoadError
 from agentkit.text import STOPWORDS, stem, words
 from agentkit.types import Passage
 
@@ -162,10 +163,15 @@ def score_sentences(
         s.score = score
     ranked = sorted(sents, key=lambda s: -s.score)
     # A SentenceEncoder wraps an embedder: token vectors when the wrapped one gives them.
-    if embedder is not None and hasattr(getattr(embedder, "embedder", embedder), "embed_tokens"):
-        _late_interaction(question, sents, embedder)
-        ranked.sort(key=lambda s: -s.score)
-    elif embedder is not None:
+    tokens = embedder is not None and hasattr(getattr(embedder, "embedder", embedder), "embed_tokens")
+    if tokens:
+        try:
+            _late_interaction(question, sents, embedder)
+        except ModelLoadError:  # an ONNX export that pools its output: no token vectors
+            tokens = False
+        else:
+            ranked.sort(key=lambda s: -s.score)
+    if embedder is not None and not tokens:
         # An embedder without token vectors: pooled similarity for the lexically best few
         # (encoding every sentence of five passages would cost more than the model's prompt).
         import numpy as np
@@ -292,26 +298,35 @@ def quotable(text: str) -> bool:
 
 class SentenceEncoder:
     """An embedder with an in-process cache of sentence vectors: the same passages come back
-    question after question, and a sentence is encoded once."""
+    question after question, and a sentence is encoded once. Pooled vectors are cached up to
+    `size` texts; token vectors (about 60 KB a sentence) up to `token_bytes`, oldest out first.
+    Questions are encoded anew each time."""
 
-    def __init__(self, embedder: Any, size: int = 20_000) -> None:
+    def __init__(self, embedder: Any, size: int = 20_000, token_bytes: int = 64 << 20) -> None:
         self.embedder = embedder
         self.size = size
+        self.token_bytes = token_bytes
         self._cache: dict[str, Any] = {}
-        self._tokens: dict[tuple[bool, str], Any] = {}
+        self._tokens: dict[str, Any] = {}
+        self._token_total = 0
 
     def embed_query(self, text: str) -> Any:
         return self.embedder.embed_query(text)
 
     def embed_tokens(self, texts: Sequence[str], *, query: bool = False) -> list[Any]:
-        """Token vectors (the embedder's `embed_tokens`), cached per text like the pooled ones."""
-        todo = list(dict.fromkeys(t for t in texts if (query, t) not in self._tokens))
-        if todo:
-            if len(self._tokens) + len(todo) > self.size:
-                self._tokens.clear()
-            for t, tv in zip(todo, self.embedder.embed_tokens(todo, query=query)):
-                self._tokens[(query, t)] = tv
-        return [self._tokens[(query, t)] for t in texts]
+        """Token vectors (the embedder's `embed_tokens`); a sentence's are cached."""
+        if query:
+            return list(self.embedder.embed_tokens(list(texts), query=True))
+        todo = list(dict.fromkeys(t for t in texts if t not in self._tokens))
+        fresh = dict(zip(todo, self.embedder.embed_tokens(todo))) if todo else {}
+        out = [fresh[t] if t in fresh else self._tokens[t] for t in texts]
+        for t, tv in fresh.items():
+            self._tokens[t] = tv
+            self._token_total += tv.tokens.nbytes
+        while self._token_total > self.token_bytes and self._tokens:
+            oldest = next(iter(self._tokens))
+            self._token_total -= self._tokens.pop(oldest).tokens.nbytes
+        return out
 
     def embed_documents(self, texts: Sequence[str]) -> Any:
         import numpy as np
