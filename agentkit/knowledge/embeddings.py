@@ -30,7 +30,7 @@ import hashlib
 import importlib.util
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -241,11 +241,15 @@ class OnnxEmbedder:
 
         runner = self._load()
         out = np.zeros((len(texts), runner.dimension), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
+        for idx in self._batches(texts):
             out[idx] = runner.encode([self.passage_prefix + texts[i] for i in idx], self.pooling)
         return out
+
+    def _batches(self, texts: Sequence[str]) -> Iterator[list[int]]:
+        """Indices of `texts` in batches of `batch_size`, by length (a batch pads little)."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for start in range(0, len(order), self.batch_size):
+            yield order[start : start + self.batch_size]
 
     def embed_query(self, text: str) -> np.ndarray:
         return self._load().encode([self.query_prefix + text], self.pooling)[0]
@@ -256,13 +260,10 @@ class OnnxEmbedder:
         in the text: for late interaction (MaxSim) between a question and short texts."""
         runner = self._load()
         prefix = self.query_prefix if query else self.passage_prefix
-        out: list[TokenVectors | None] = [None] * len(texts)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            for i, tv in zip(idx, runner.encode_tokens([texts[i] for i in idx], prefix, self.pooling)):
-                out[i] = tv
-        return [tv for tv in out if tv is not None]
+        got: dict[int, TokenVectors] = {}
+        for idx in self._batches(texts):
+            got.update(zip(idx, runner.encode_tokens([texts[i] for i in idx], prefix, self.pooling)))
+        return [got[i] for i in range(len(texts))]
 
     def _load(self) -> _OnnxRunner:
         if self._runner is None:
@@ -340,9 +341,9 @@ class _OnnxRunner:
         import numpy as np
 
         hidden, mask, encodings = self._run([prefix + t for t in texts])
-        pooled = self._pool(hidden, mask, pooling)
         if hidden.ndim != 3:
             raise ModelLoadError("this ONNX export pools its output; token vectors need one that returns token states")
+        pooled = self._pool(hidden, mask, pooling)
         out = []
         for row, (text, e) in enumerate(zip(texts, encodings)):
             keep = [k for k, (special, (a, b)) in enumerate(zip(e.special_tokens_mask, e.offsets))

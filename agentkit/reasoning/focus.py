@@ -149,7 +149,7 @@ def score_sentences(
     passage_terms = [set(stem(w) for w in words(f"{p.title} {p.text}")) for p in passages]
     n = len(sents)
     df = Counter(t for ts in sent_terms for t in ts)
-    idf = {t: math.log(1 + (n - df.get(t, 0) + 0.5) / (df.get(t, 0) + 0.5)) for t in q_terms}
+    idf = {t: _idf(df, n, t) for t in q_terms}
     total = sum(idf.values()) or 1.0
     kind = answer_type(question)
     for i, s in enumerate(sents):
@@ -166,7 +166,7 @@ def score_sentences(
     tokens = embedder is not None and hasattr(getattr(embedder, "embedder", embedder), "embed_tokens")
     if tokens:
         try:
-            _late_interaction(question, sents, embedder)
+            _late_interaction(question, sents, embedder, df)
         except ModelLoadError:  # an ONNX export that pools its output: no token vectors
             tokens = False
         else:
@@ -197,10 +197,16 @@ def score_sentences(
     return ranked
 
 
-def _late_interaction(question: str, sents: list[Sentence], embedder: Any) -> None:
+def _idf(df: Counter[str], n: int, term: str) -> float:
+    """BM25's IDF of a stemmed term over `n` sentences, `df` of which hold it."""
+    return math.log(1 + (n - df.get(term, 0) + 0.5) / (df.get(term, 0) + 0.5))
+
+
+def _late_interaction(question: str, sents: list[Sentence], embedder: Any, df: Counter[str]) -> None:
     """Rescore every sentence in place by MaxSim: for each content token of the question, its
     best match among the sentence's tokens (MiniLM's contextual token vectors), averaged with the
-    weight of the token's word (its IDF over these sentences: "Ladner" counts, "problem" little);
+    weight of the token's word (its IDF over these sentences, `df` their stems' document
+    frequencies: "Ladner" counts, "problem" little);
     plus a twentieth of the word score, which carries the answer type and the retriever's order.
 
     One pooled vector per sentence blurs which words matched; token by token, "Who made Ralph
@@ -213,9 +219,6 @@ def _late_interaction(question: str, sents: list[Sentence], embedder: Any) -> No
     import numpy as np
 
     (q,) = embedder.embed_tokens([question], query=True)
-    sent_terms = [{stem(w) for w in words(s.text)} for s in sents]
-    n = len(sents)
-    df = Counter(t for ts in sent_terms for t in ts)
     weights: list[float] = []
     keep: list[int] = []
     asked = [(m.start(), m.end(), m.group(0).lower()) for m in re.finditer(r"\w+", question)]
@@ -223,9 +226,8 @@ def _late_interaction(question: str, sents: list[Sentence], embedder: Any) -> No
         word = next((w for s, e, w in asked if s <= a < e), None)
         if word is None or word in STOPWORDS or word in _ASKING:
             continue
-        t = stem(word)
         keep.append(k)
-        weights.append(math.log(1 + (n - df.get(t, 0) + 0.5) / (df.get(t, 0) + 0.5)))
+        weights.append(_idf(df, len(sents), stem(word)))
     w = np.asarray(weights, dtype=np.float32) if keep and sum(weights) > 0 else None
     tokens = q.tokens[keep] if w is not None else q.tokens
     for s, tv in zip(sents, embedder.embed_tokens([s.text for s in sents])):

@@ -307,12 +307,12 @@ def _whole(text: str, quote: Sentence, most: int = 3) -> Sentence:
     inside = [k for k, (s, e) in enumerate(spans) if quote.start <= s and e <= quote.end]
     if not inside:
         return quote
+    sentence = [text[s:e] for s, e in spans]
     first, last = inside[0], inside[-1]
-    if last - first + 1 < most and first > 0 and _LEANS.match(text[spans[first][0] : spans[first][1]]) \
-            and quotable(text[spans[first - 1][0] : spans[first - 1][1]]):
+    if last - first < most - 1 and first > 0 and _LEANS.match(sentence[first]) and quotable(sentence[first - 1]):
         first -= 1
-    if last - first + 1 < most and last + 1 < len(spans) and _LEANS.match(text[spans[last + 1][0] : spans[last + 1][1]]) \
-            and quotable(text[spans[last + 1][0] : spans[last + 1][1]]):
+    if last - first < most - 1 and last + 1 < len(spans) and _LEANS.match(sentence[last + 1]) \
+            and quotable(sentence[last + 1]):
         last += 1
     start, end = min(quote.start, spans[first][0]), max(quote.end, spans[last][1])
     if (start, end) == (quote.start, quote.end):
