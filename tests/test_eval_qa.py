@@ -297,3 +297,8 @@ def test_a_quoted_answer_counts_despite_curly_quotes() -> None:
     assert normalize("“Robert Guiscard,” — he said") == "robert guiscard he said"
     assert contains_answer("The sources say: “Robert Guiscard, an other Norman” [1]", ["Robert Guiscard"])
     assert not contains_answer("The sources say: “Roberta Guiscardi” [1]", ["Robert Guiscard"])
+    # A dash between words separates them; a hyphen inside a compound still matches either way.
+    assert contains_answer("Dyrrachium—one of the naval bases", ["Dyrrachium"])
+    assert contains_answer("in 1066–1087 he ruled", ["1066–1087"])
+    assert contains_answer("exponential-time algorithms", ["exponential-time"])
+    assert not contains_answer("Dyrrachiumone", ["Dyrrachium"])

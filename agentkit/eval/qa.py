@@ -116,9 +116,17 @@ def token_f1(prediction: str, answers: Sequence[str]) -> float:
     return best
 
 
+#: Dashes that stand between words ("Dyrrachium—one of the…"), unlike a hyphen inside one.
+_DASHES = re.compile("[\u2012-\u2015\u2e3a\u2e3b]")
+
+
 def contains_answer(text: str, answers: Sequence[str]) -> bool:
-    t = f" {normalize(text)} "
-    return any(f" {normalize(a)} " in t for a in answers if normalize(a))
+    """Whether a normalised gold answer occurs in `text` as whole words. Normalising deletes
+    punctuation, which would glue "Dyrrachium—one" into one word: a dash between words is also
+    read as a space, and either reading may hold the answer."""
+    readings = {f" {normalize(text)} ", f" {normalize(_DASHES.sub(' ', text))} "}
+    golds = [g for g in (normalize(a) for a in answers) if g]
+    return any(f" {g} " in t for g in golds for t in readings)
 
 
 def strip_marks(text: str) -> str:
