@@ -101,6 +101,21 @@ def test_squad2_scores_of_hand_built_answers() -> None:
     assert d["n_answerable"] == 3 and d["n_unanswerable"] == 3
     assert d["examples"][0]["cited_correct"] == [True, False] and len(d["examples"]) == 5
     assert d["examples"][3]["citation_check"] == "none (unanswerable)"
+    # Each rate's fraction, and its 95% Wilson interval, which holds the rate.
+    assert d["counts"] == {"answerable_accuracy": [1, 3], "unanswerable_abstention": [2, 3],
+                           "citation_precision": [1, 2], "supported_but_wrong": [1, 3]}
+    for name, (lo, hi) in d["intervals_95"].items():
+        assert lo <= d[name] <= hi
+    assert d["intervals_95"]["answerable_accuracy"] == [0.0615, 0.7923]
+
+
+def test_wilson_interval() -> None:
+    from agentkit.eval.qa import wilson
+
+    lo, hi = wilson(10, 98)  # squad2-mini's seed-0 sample: 98 answerable questions
+    assert (round(lo, 3), round(hi, 3)) == (0.056, 0.178)
+    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
+    assert wilson(0, 0) is None
 
 
 def test_per_question_records() -> None:

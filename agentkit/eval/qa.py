@@ -4,6 +4,7 @@ unanswerable questions, citation precision and latency (what `agentkit eval qa` 
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import statistics
@@ -196,6 +197,18 @@ def _share(flags: Sequence[bool]) -> float | None:
     return sum(flags) / len(flags) if flags else None
 
 
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """The Wilson score interval (95% by default) of a proportion `k`/`n`; None when n is 0.
+    On 98 questions one answer moves a rate by 0.01, and its interval is about ±0.06 wide:
+    whether a change is more than the sample's luck."""
+    if n <= 0:
+        return None
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
 
@@ -232,6 +245,13 @@ class QAReport:
     #: How many answers of each `Answer.kind`.
     kinds: dict[str, int] = field(default_factory=dict)
     examples: list[dict[str, Any]] = field(default_factory=list)
+    #: Each rate's (hits, questions or citations): the fractions behind the rates.
+    counts: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def interval(self, name: str) -> tuple[float, float] | None:
+        """The 95% Wilson interval of the rate `name` (a key of `counts`), or None."""
+        hits = self.counts.get(name)
+        return wilson(*hits) if hits else None
 
     @classmethod
     def from_records(cls, mode: str, records: Sequence[dict[str, Any]]) -> QAReport:
@@ -259,6 +279,12 @@ class QAReport:
             median_ttft_ms=statistics.median(ttft) if ttft else None,
             kinds=dict(Counter(r["kind"] for r in records)),
             examples=[_example(r) for r in records[:5]],
+            counts={
+                "answerable_accuracy": (sum(bool(r["contains_answer"]) for r in answerable), len(answerable)),
+                "unanswerable_abstention": (sum(bool(r["abstained"]) for r in unanswerable), len(unanswerable)),
+                "citation_precision": (sum(bool(c) for c in judged), len(judged)),
+                "supported_but_wrong": (sum(bool(r["supported_but_wrong"]) for r in answerable), len(answerable)),
+            },
         )
 
     @property
@@ -285,6 +311,9 @@ class QAReport:
             "median_ttft_ms": _round(self.median_ttft_ms, 1),
             "mean_latency_ms": round(self.mean_latency_ms, 1),
             "kinds": self.kinds,
+            "counts": {k: list(v) for k, v in self.counts.items()},
+            "intervals_95": {k: [round(lo, 4), round(hi, 4)] for k in self.counts
+                             if (ci := self.interval(k)) is not None for lo, hi in [ci]},
             "examples": self.examples,
         }
 
