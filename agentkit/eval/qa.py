@@ -312,8 +312,7 @@ class QAReport:
             "mean_latency_ms": round(self.mean_latency_ms, 1),
             "kinds": self.kinds,
             "counts": {k: list(v) for k, v in self.counts.items()},
-            "intervals_95": {k: [round(lo, 4), round(hi, 4)] for k in self.counts
-                             if (ci := self.interval(k)) is not None for lo, hi in [ci]},
+            "intervals_95": {k: [round(x, 4) for x in ci] for k in self.counts if (ci := self.interval(k))},
             "examples": self.examples,
         }
 
