@@ -192,13 +192,17 @@ def noisy_lora(
     """`model` (a transformers model) wrapped in a PEFT LoRA whose B matrices are seeded noise.
 
     A fresh LoRA has B = 0 and changes nothing; this one changes the outputs, so tests of adapter
-    plumbing (loading, switching, exporting) can see it work. Needs the tune extra.
+    plumbing (loading, switching, exporting) can see it work. `seed` fixes A (PEFT's own random
+    init) as well as B: the same adapter, and the same words from it, on every run. Needs the
+    tune extra.
     """
     import torch
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(target_modules))
-    peft_model = get_peft_model(model, config)
+    with torch.random.fork_rng(devices=[]):  # seeds A's init without touching the caller's RNG
+        torch.manual_seed(seed)
+        peft_model = get_peft_model(model, config)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in peft_model.named_parameters():

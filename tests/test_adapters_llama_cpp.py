@@ -89,6 +89,7 @@ def test_the_route_picks_the_adapter_on_the_real_model(llm: LlamaCppLLM) -> None
     notes.add([Passage(id="n1", text="A rainbow shows red, orange, yellow, green, blue, indigo and violet.", title="Rainbow")])
     agent = Agent(llm, [docs, notes], adapters={"noisy": AdapterSpec(path="unused", sources=["docs"])})
     agent.settings.max_tokens = 40
+    agent.settings.temperature = 0.0  # greedy: the same words every run, so only the adapter changes them
     agent.settings.refuse_unsupported = False
     agent.settings.reader = "cot"  # the model's own words, not a quote the two runs share
     with_adapter = agent.ask("Which colours does a rainbow show?", route=["docs"])
