@@ -334,6 +334,11 @@ class Agent:
             yield WarningEvent(note)
         elif REFUSAL.lower().rstrip(".") in answer.text.lower():
             answer.kind = "refusal"
+        elif not answer.text.strip():
+            # agent.refuse_unsupported is off, so no refusal stands in: say why nothing shows.
+            note = "the model gave no answer: its reply ended before one"
+            answer.warnings.append(note)
+            yield WarningEvent(note)
         yield from self._cut_off(answer)
         timings["total_ms"] = _ms(t0)
         yield AnswerEvent(answer)

@@ -85,6 +85,15 @@ def test_refusal_can_be_turned_off() -> None:
     assert "racehorse" in answer.text and answer.citations[0].supported is False
 
 
+def test_an_empty_answer_without_refusal_says_so() -> None:
+    # The reply ends before its answer: with refusals off nothing stands in, and a warning says why.
+    agent = Agent(FakeLLM("Reasoning: Source [1] gives the height.\nAnswer:"), [facts()],
+                  settings=AgentSettings(refuse_unsupported=False, reader="cot"))
+    answer = agent.ask("How high is Mount Everest?", route=["facts"])
+    assert answer.text == "" and answer.kind != "refusal"
+    assert any("the model gave no answer" in w for w in answer.warnings)
+
+
 def test_the_models_own_refusal_is_not_overridden() -> None:
     answer = Agent(FakeLLM(f"Reasoning: nothing.\nAnswer: {REFUSAL}"), [facts()], settings=COT).ask("Who built Everest?", route=["facts"])
     assert answer.text == REFUSAL and answer.withheld == ""
