@@ -221,8 +221,9 @@ def eval_qa(obj: Context, questions: Path, corpus: Path | None, source_name: str
             click.echo(_json.dumps({label: r.to_dict() for label, r in results}, indent=2))
         return
 
-    def rate(value: float | None, of: str, result: Any, name: str) -> str:
-        """`0.1020 (10/98; 95% interval 0.056-0.178)`: the rate, its fraction and its luck."""
+    def rate(result: Any, name: str, of: str) -> str:
+        """`0.1020 (10/98; 95% interval 0.056-0.178)`: the rate `name`, its fraction and its luck."""
+        value = getattr(result, name)
         if value is None:
             return f"n/a (no {of})"
         hits, ci = result.counts.get(name), result.interval(name)
@@ -231,15 +232,15 @@ def eval_qa(obj: Context, questions: Path, corpus: Path | None, source_name: str
         return f"{value:.4f} ({hits[0]}/{hits[1]}; 95% interval {ci[0]:.3f}-{ci[1]:.3f})"
 
     for label, result in results:
-        cp = "n/a (no model citations)" if result.citation_precision is None else rate(result.citation_precision, "", result, "citation_precision")
+        cp = rate(result, "citation_precision", "model citations")
         ttft = "n/a" if result.median_ttft_ms is None else f"{result.median_ttft_ms:.1f} ms"
         click.echo(f"{label}, mode {result.mode}: {result.n} questions ({result.n_answerable} answerable, {result.n_unanswerable} unanswerable)")
-        click.echo(f"  answerable accuracy      {rate(result.answerable_accuracy, 'answerable questions', result, 'answerable_accuracy')}")
-        click.echo(f"  unanswerable abstention  {rate(result.unanswerable_abstention, 'unanswerable questions', result, 'unanswerable_abstention')}")
+        click.echo(f"  answerable accuracy      {rate(result, 'answerable_accuracy', 'answerable questions')}")
+        click.echo(f"  unanswerable abstention  {rate(result, 'unanswerable_abstention', 'unanswerable questions')}")
         click.echo(f"  exact match (SQuAD 2.0)  {result.exact_match:.4f}")
         click.echo(f"  token F1 (SQuAD 2.0)     {result.f1:.4f}")
         click.echo(f"  citation precision       {cp}; {result.inferred_citations} inferred, not counted")
-        click.echo(f"  supported but wrong      {rate(result.supported_but_wrong, 'answerable questions', result, 'supported_but_wrong')}")
+        click.echo(f"  supported but wrong      {rate(result, 'supported_but_wrong', 'answerable questions')}")
         click.echo(f"  abstention rate          {result.abstention_rate:.4f}")
         click.echo(f"  retrieval rate           {result.retrieval_rate:.4f}")
         click.echo(f"  answer kinds             {', '.join(f'{k} {v}' for k, v in sorted(result.kinds.items()))}")

@@ -262,29 +262,31 @@ class QAReport:
         unanswerable = [r for r in records if not r["answerable"]]
         judged = [c["correct"] for r in answerable for c in r["citations"] if not c["inferred"]]
         ttft = [r["ttft_ms"] for r in records if r["ttft_ms"] is not None]
+        # The shares behind the rates, each once: the rate and its (hits, of how many) come from it.
+        flags = {
+            "answerable_accuracy": [bool(r["contains_answer"]) for r in answerable],
+            "unanswerable_abstention": [bool(r["abstained"]) for r in unanswerable],
+            "citation_precision": [bool(c) for c in judged],
+            "supported_but_wrong": [bool(r["supported_but_wrong"]) for r in answerable],
+        }
         return cls(
             mode=mode, n=len(records),
             exact_match=statistics.fmean(r["exact_match"] for r in records),
             f1=statistics.fmean(r["f1"] for r in records),
-            citation_precision=_share(judged),
+            citation_precision=_share(flags["citation_precision"]),
             mean_latency_ms=statistics.fmean(r["latency_ms"] for r in records),
             retrieval_rate=statistics.fmean(r["retrieved"] for r in records),
             refusal_rate=statistics.fmean(r["abstained"] for r in records),
             citations=len(judged),
             n_answerable=len(answerable), n_unanswerable=len(unanswerable),
-            answerable_accuracy=_share([r["contains_answer"] for r in answerable]),
-            unanswerable_abstention=_share([r["abstained"] for r in unanswerable]),
+            answerable_accuracy=_share(flags["answerable_accuracy"]),
+            unanswerable_abstention=_share(flags["unanswerable_abstention"]),
             inferred_citations=sum(c["inferred"] for r in answerable for c in r["citations"]),
-            supported_but_wrong=_share([r["supported_but_wrong"] for r in answerable]),
+            supported_but_wrong=_share(flags["supported_but_wrong"]),
             median_ttft_ms=statistics.median(ttft) if ttft else None,
             kinds=dict(Counter(r["kind"] for r in records)),
             examples=[_example(r) for r in records[:5]],
-            counts={
-                "answerable_accuracy": (sum(bool(r["contains_answer"]) for r in answerable), len(answerable)),
-                "unanswerable_abstention": (sum(bool(r["abstained"]) for r in unanswerable), len(unanswerable)),
-                "citation_precision": (sum(bool(c) for c in judged), len(judged)),
-                "supported_but_wrong": (sum(bool(r["supported_but_wrong"]) for r in answerable), len(answerable)),
-            },
+            counts={name: (sum(f), len(f)) for name, f in flags.items()},
         )
 
     @property
