@@ -317,3 +317,9 @@ def test_a_quoted_answer_counts_despite_curly_quotes() -> None:
     assert contains_answer("in 1066–1087 he ruled", ["1066–1087"])
     assert contains_answer("exponential-time algorithms", ["exponential-time"])
     assert not contains_answer("Dyrrachiumone", ["Dyrrachium"])
+    # A possessive is its word ("John Myhill's definition" names John Myhill), curly or straight.
+    assert contains_answer("include John Myhill's definition (1960)", ["John Myhill"])
+    assert contains_answer("Hisao Yamada’s paper", ["Hisao Yamada"])
+    assert contains_answer("the Myhill's definition", ["Myhill's definition"])
+    assert not contains_answer("Myhills were there", ["Myhill"])
+    assert not contains_answer("Irish culture", ["Ireland"])

@@ -119,13 +119,17 @@ def token_f1(prediction: str, answers: Sequence[str]) -> float:
 
 #: Dashes that stand between words ("Dyrrachium—one of the…"), unlike a hyphen inside one.
 _DASHES = re.compile("[\u2012-\u2015\u2e3a\u2e3b]")
+_POSSESSIVE = re.compile("(?<=\\w)['\u2019\u02bc]s\\b")
 
 
 def contains_answer(text: str, answers: Sequence[str]) -> bool:
     """Whether a normalised gold answer occurs in `text` as whole words. Normalising deletes
-    punctuation, which would glue "Dyrrachium—one" into one word: a dash between words is also
-    read as a space, and either reading may hold the answer."""
-    readings = {f" {normalize(text)} ", f" {normalize(_DASHES.sub(' ', text))} "}
+    punctuation, which would glue "Dyrrachium—one" into one word and "Myhill's" into "myhills": a
+    dash between words is also read as a space and a possessive "'s" as its word, as a tokenizer
+    that splits on punctuation would (DPR's `has_answer`); any reading may hold the answer."""
+    spaced = _DASHES.sub(" ", text)
+    variants = (text, spaced, _POSSESSIVE.sub("", text), _POSSESSIVE.sub("", spaced))
+    readings = {f" {normalize(v)} " for v in variants}
     golds = [g for g in (normalize(a) for a in answers) if g]
     return any(f" {g} " in t for g in golds for t in readings)
 
