@@ -226,10 +226,11 @@ def eval_qa(obj: Context, questions: Path, corpus: Path | None, source_name: str
         value = getattr(result, name)
         if value is None:
             return f"n/a (no {of})"
-        hits, ci = result.counts.get(name), result.interval(name)
-        if not hits or ci is None:
+        ci = result.interval(name)  # None where the report has no counts for it
+        if ci is None:
             return f"{value:.4f}"
-        return f"{value:.4f} ({hits[0]}/{hits[1]}; 95% interval {ci[0]:.3f}-{ci[1]:.3f})"
+        hits, of_n = result.counts[name]
+        return f"{value:.4f} ({hits}/{of_n}; 95% interval {ci[0]:.3f}-{ci[1]:.3f})"
 
     for label, result in results:
         cp = rate(result, "citation_precision", "model citations")

@@ -119,6 +119,7 @@ def token_f1(prediction: str, answers: Sequence[str]) -> float:
 
 #: Dashes that stand between words ("Dyrrachium—one of the…"), unlike a hyphen inside one.
 _DASHES = re.compile("[\u2012-\u2015\u2e3a\u2e3b]")
+#: A possessive "'s" after a word ("Myhill's"), straight, curly or modifier apostrophe.
 _POSSESSIVE = re.compile("(?<=\\w)['\u2019\u02bc]s\\b")
 
 
